@@ -1,0 +1,5 @@
+"""`python -m hfbatch`."""
+
+from hfbatch.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""Every default hfbatch uses, in one place."""
+
+from __future__ import annotations
+
+DEFAULT_API_BASE = "https://router.huggingface.co/v1"
+DEFAULT_HUB_URL = "https://huggingface.co"
+DEFAULT_API_KEY_ENV = "HF_TOKEN"
+# Read after the variable the user names, in this order, as huggingface_hub does.
+FALLBACK_TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+DEFAULT_MAX_TOKENS = 2048
+DEFAULT_MAX_INPUT_LENGTH = 10_000
+MESSAGE_OVERHEAD = 16  # per message, in calculate_length: the seed's rule
+
+# Per-attempt wall-clock deadline and stream idle timeout, seconds.
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+HUB_TIMEOUT = 30.0
+
+# Retry policy (see retry.py).
+DEFAULT_MAX_RETRIES = 3
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+# A server may ask for a longer pause than this, but a batch run will not wait longer per request.
+MAX_RETRY_AFTER = 120.0
+# A failed Hub mapping lookup is remembered this long, so a flapping Hub is not hammered.
+MAPPING_FAILURE_TTL = 30.0
+
+# Runner.
+DEFAULT_CONCURRENCY = 64
+# Consecutive retryable failures that bench a provider, and the first cool-down.
+BREAKER_THRESHOLD = 5
+BREAKER_COOLDOWN = 15.0
+# A provider benched this many times in a row with no success between is out for the run.
+BREAKER_MAX_TRIPS = 4
+FLUSH_INTERVAL = 0.5  # seconds between result flushes
+FLUSH_ROWS = 256  # or this many rows, whichever comes first
+PROGRESS_LINE_INTERVAL = 10.0  # seconds between plain progress lines when stderr is not a terminal
+DEFAULT_GRACE = 30.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
+
+# Tests shrink every delay with this environment variable (a float multiplier).
+TIME_SCALE_ENV = "HFBATCH_TIME_SCALE"
+DEBUG_ENV = "HFBATCH_DEBUG"

@@ -1,0 +1,259 @@
+"""The `hfbatch` command: the only module that talks to the terminal (with progress.py beside it).
+
+Heavy imports (aiohttp, pyarrow) happen inside the commands, so `hfbatch --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from hfbatch import _constants as C
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"hfbatch: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; turn hfbatch's errors into one line and an exit code (HFBATCH_DEBUG=1: traceback)."""
+    from hfbatch.errors import APIError, AuthenticationError, LockedError, UsageError
+
+    debug = bool(os.environ.get(C.DEBUG_ENV))
+    try:
+        return asyncio.run(make())
+    except AuthenticationError as exc:
+        if debug:
+            raise
+        _fail(f"{exc} (the token is read from the environment; check it)", EXIT_AUTH)
+    except UsageError as exc:
+        if debug:
+            raise
+        _fail(str(exc), EXIT_USAGE)
+    except LockedError as exc:
+        if debug:
+            raise
+        _fail(str(exc), EXIT_LOCKED)
+    except APIError as exc:
+        if debug:
+            raise
+        _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    raise AssertionError("unreachable")
+
+
+def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--api-key-env",
+        default=C.DEFAULT_API_KEY_ENV,
+        show_default=True,
+        help="Environment variable that holds the token.",
+    )(f)
+    f = click.option("--hub-url", default=None, help="Hub URL for provider mappings (default https://huggingface.co).")(
+        f
+    )
+    f = click.option("--api-base", default=None, help="OpenAI-compatible base URL (default the HF router).")(f)
+    return f
+
+
+def _api(api_base: str | None, hub_url: str | None, api_key_env: str) -> Any:
+    from hfbatch.client import HuggingFaceAPI
+    from hfbatch.credentials import resolve_token
+
+    return HuggingFaceAPI(resolve_token(api_key_env), api_base=api_base, hub_url=hub_url, api_key_env=api_key_env)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hfbatch")
+def cli() -> None:
+    """Batch text generation through Hugging Face Inference Providers."""
+
+
+@cli.command()
+@_connection_options
+def models(api_base: str | None, hub_url: str | None, api_key_env: str) -> None:
+    """List the models served live for chat."""
+
+    async def go() -> list[str]:
+        async with _api(api_base, hub_url, api_key_env) as api:
+            return list(await api.get_models())
+
+    for model in _run_async(go):
+        click.echo(model)
+
+
+@cli.command()
+@click.argument("model")
+@_connection_options
+def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: str) -> None:
+    """Show the providers that serve MODEL live for chat, in the Hub's order."""
+
+    async def go() -> list[Any]:
+        async with _api(api_base, hub_url, api_key_env) as api:
+            return list(await api.get_mapping(model))
+
+    rows = _run_async(go)
+    if not rows:
+        _fail(f"no live provider serves {model} for chat", EXIT_FAILED)
+    for m in rows:
+        click.echo(f"{m.provider}\t{m.provider_id}\t{m.status}\t{m.task}")
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("prompt")
+@click.option("--system", default=None, help="System prompt.")
+@click.option("--max-tokens", type=int, default=C.DEFAULT_MAX_TOKENS, show_default=True)
+@click.option("--image", "images", multiple=True, help="Image file, URL or data URI (repeatable).")
+@_connection_options
+def chat(
+    model: str,
+    prompt: str,
+    system: str | None,
+    max_tokens: int,
+    images: tuple[str, ...],
+    api_base: str | None,
+    hub_url: str | None,
+    api_key_env: str,
+) -> None:
+    """Stream one answer from MODEL to PROMPT on stdout."""
+    from hfbatch.wire import ChatResult
+
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+    async def go() -> ChatResult | None:
+        async with _api(api_base, hub_url, api_key_env) as api:
+            result = None
+            gen = api.create_async_generator(model, messages, max_tokens=max_tokens, media=list(images) or None)
+            async for item in gen:
+                if isinstance(item, str):
+                    click.echo(item, nl=False)
+                else:
+                    result = item
+            click.echo()
+            return result
+
+    result = _run_async(go)
+    if result is not None:
+        click.echo(
+            f"[{result.provider}, finish={result.finish_reason}, prompt={result.prompt_tokens} "
+            f"completion={result.completion_tokens} tokens, {result.attempts} attempt(s)]",
+            err=True,
+        )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8089, show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML file describing models, providers, latency and faults.",
+)
+def sim(host: str, port: int, config_path: str | None) -> None:
+    """Serve the simulated Hugging Face Hub and router (for trying hfbatch without a token)."""
+    from hfbatch.sim import SimServer, default_sim_config, load_sim_config, serve
+
+    config = load_sim_config(config_path) if config_path else default_sim_config()
+
+    def ready(server: SimServer) -> None:
+        click.echo(f"hfbatch sim: serving on {server.url} (Ctrl-C to stop)", err=True)
+        click.echo(f"  --api-base {server.api_base} --hub-url {server.hub_url}", err=True)
+        click.echo(f"  token: export HF_TOKEN={config.token}", err=True)
+        for m in config.models:
+            click.echo(f"  model {m.id}: " + ", ".join(p.name for p in m.providers), err=True)
+
+    try:
+        _run_async(lambda: serve(config, host, port, ready))
+    except SystemExit as exc:
+        if exc.code == EXIT_INTERRUPTED:
+            sys.exit(0)
+        raise
+
+
+def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    from hfbatch.jobspec import FIELDS
+
+    for field in reversed(FIELDS):
+        if field.kind == "bool":
+            opt = click.option(f"{field.flag}/--no-{field.flag[2:]}", field.key, default=None, help=field.help)
+        else:
+            types: dict[str, Any] = {"int": int, "float": float, "str": str, "path": str, "list": str}
+            opt = click.option(field.flag, field.key, type=types[field.kind], default=None, help=field.help)
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@click.argument("job", required=False, type=click.Path(dir_okay=False))
+@_run_options
+@click.option("--restart", is_flag=True, help="Delete earlier results of this output and start over.")
+@click.option("--force", is_flag=True, help="Resume even though the settings or the input changed.")
+def run(job: str | None, restart: bool, force: bool, **flags: Any) -> None:
+    """Run a batch job: JOB.toml, or --input, --output and --model (flags override the file).
+
+    \b
+    Exit codes: 0 all rows done; 1 done, some rows failed (see <output>.errors.jsonl);
+    2 bad usage, job file or input; 3 token missing or refused; 4 another run holds
+    the output; 130 interrupted (rerun the same command to resume).
+    """
+    from hfbatch.jobspec import build_spec, load_job_file
+    from hfbatch.progress import Progress
+    from hfbatch.runner import RunControl, RunReport, run_job
+    from hfbatch.stats import format_table
+
+    async def go() -> RunReport:
+        from hfbatch.errors import JobSpecError
+
+        if restart and force:
+            raise JobSpecError("--restart and --force cannot be used together")
+        file_values = load_job_file(Path(job)) if job else {}
+        spec = build_spec(file_values, flags)
+        control = RunControl()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if control.draining.is_set():
+                click.echo("\nhfbatch: stopping now", err=True)
+            else:
+                click.echo(
+                    f"\nhfbatch: stopping: letting requests in flight finish (up to {spec.grace:g}s); "
+                    "press Ctrl-C again to stop now",
+                    err=True,
+                )
+            control.request_stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        progress = Progress()
+        try:
+            report = await run_job(spec, restart=restart, force=force, control=control, progress=progress)
+        finally:
+            progress.close()
+        click.echo(format_table(report.stats), err=True)
+        if report.message:
+            click.echo(f"hfbatch: {report.message}", err=True)
+        return report
+
+    report = _run_async(go)
+    sys.exit(int(report.exit_code))
+
+
+def main() -> None:
+    """Entry point of the `hfbatch` console script."""
+    cli(prog_name="hfbatch")

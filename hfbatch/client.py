@@ -1,0 +1,396 @@
+"""`HuggingFaceAPI`: an OpenAI-compatible chat client for Hugging Face Inference Providers.
+
+One `aiohttp.ClientSession` serves every request, so connections are pooled.
+Against the HF router each attempt pins one provider (`model="{id}:{provider}"`)
+from the Hub's mapping; against any other OpenAI-compatible server (vLLM, TGI,
+llama.cpp) with no Hub given, the model is sent as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import aiohttp
+
+from hfbatch import _constants as C
+from hfbatch import hub
+from hfbatch.credentials import token_hint
+from hfbatch.errors import (
+    APIError,
+    AuthenticationError,
+    ModelNotSupportedError,
+    error_for_status,
+    map_transport_errors,
+    redact,
+)
+from hfbatch.failover import BasicScheduler, Scheduler, call_with_failover
+from hfbatch.hub import ProviderMapping
+from hfbatch.messages import MediaItem, Message, attach_media, calculate_length, trim_messages
+from hfbatch.retry import RetryPolicy
+from hfbatch.sse import SSEDecoder
+from hfbatch.wire import ChatResult, StreamState, parse_completion
+
+__all__ = ["ChatResult", "HuggingFaceAPI", "ProviderMapping"]
+
+
+class HuggingFaceAPI:
+    """Chat completions through HF Inference Providers with fail-over between providers."""
+
+    label: ClassVar[str] = "HuggingFace (Inference Providers)"
+    default_model: ClassVar[str] = "openai/gpt-oss-120b"
+    default_vision_model: ClassVar[str] = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+    vision_models: ClassVar[tuple[str, ...]] = (
+        "meta-llama/Llama-3.2-11B-Vision-Instruct",
+        "Qwen/Qwen2-VL-7B-Instruct",
+    )
+    model_aliases: ClassVar[dict[str, str]] = {
+        "gpt-oss-120b": "openai/gpt-oss-120b",
+        "llama-3": "meta-llama/Llama-3.3-70B-Instruct",
+        "llama-3.3-70b": "meta-llama/Llama-3.3-70B-Instruct",
+        "command-r-plus": "CohereForAI/c4ai-command-r-plus-08-2024",
+        "deepseek-r1": "deepseek-ai/DeepSeek-R1",
+        "qwq-32b": "Qwen/QwQ-32B",
+        "nemotron-70b": "nvidia/Llama-3.1-Nemotron-70B-Instruct-HF",
+        "qwen-2.5-coder-32b": "Qwen/Qwen2.5-Coder-32B-Instruct",
+        "llama-3.2-11b": "meta-llama/Llama-3.2-11B-Vision-Instruct",
+        "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
+        "phi-3.5-mini": "microsoft/Phi-3.5-mini-instruct",
+        "qwen-2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct",
+        "gemma-3-27b": "google/gemma-3-27b-it",
+    }
+    fallback_models: ClassVar[tuple[str, ...]] = (
+        "openai/gpt-oss-120b",
+        "meta-llama/Llama-3.3-70B-Instruct",
+        "deepseek-ai/DeepSeek-R1",
+        "Qwen/QwQ-32B",
+        "Qwen/Qwen2.5-Coder-32B-Instruct",
+        "meta-llama/Llama-3.2-11B-Vision-Instruct",
+        "Qwen/Qwen2-VL-7B-Instruct",
+        "google/gemma-3-27b-it",
+    )
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        api_base: str | None = None,
+        hub_url: str | None = None,
+        timeout: float = C.DEFAULT_TIMEOUT,
+        idle_timeout: float = C.DEFAULT_IDLE_TIMEOUT,
+        connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        api_key_env: str = C.DEFAULT_API_KEY_ENV,
+    ) -> None:
+        self.api_key = api_key
+        self.api_base = (api_base or C.DEFAULT_API_BASE).rstrip("/")
+        hub_given = hub_url or os.environ.get("HF_ENDPOINT")
+        self.hub_url = (hub_given or C.DEFAULT_HUB_URL).rstrip("/")
+        #: HF semantics (Hub mapping, provider pinning) hold on the router or when a Hub is named.
+        self.uses_hub = self.api_base == C.DEFAULT_API_BASE or bool(hub_given)
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.retry = retry or RetryPolicy()
+        self.api_key_env = api_key_env
+        self.scheduler: Scheduler = BasicScheduler()
+        self._chat_url = f"{self.api_base}/chat/completions"
+        self._session: aiohttp.ClientSession | None = None
+        self._mappings: dict[str, list[ProviderMapping]] = {}
+        self._mapping_locks: dict[str, asyncio.Lock] = {}
+        self._models: list[str] | None = None
+
+    # -- session ---------------------------------------------------------------------------
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session, created on first use inside the running loop."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # The runner bounds concurrency; aiohttp's default cap of 100 would silently lower it.
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.connect_timeout, sock_read=self.idle_timeout
+                ),
+                headers={"User-Agent": "hfbatch/0.1"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the shared session."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def __aenter__(self) -> HuggingFaceAPI:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- models and providers --------------------------------------------------------------
+
+    def get_model(self, model: str) -> str:
+        """Resolve an alias to a full model id; an unknown id passes through unchanged."""
+        if not model:
+            return self.default_model
+        return self.model_aliases.get(model, model)
+
+    def _secrets(self, api_key: str | None = None) -> tuple[str, ...]:
+        return tuple(s for s in (api_key, self.api_key) if s)
+
+    def _headers(self, api_key: str | None, *, stream: bool = False, required: bool = True) -> dict[str, str]:
+        key = api_key or self.api_key
+        headers = {"Content-Type": "application/json"}
+        headers["Accept"] = "text/event-stream" if stream else "application/json"
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        elif required:
+            raise AuthenticationError(f"no token: {token_hint(self.api_key_env)}")
+        return headers
+
+    async def get_models(self) -> list[str]:
+        """Models served live for chat, plus those whose mapping is cached; on failure the fallback list."""
+        if self._models is not None:
+            return self._models
+        try:
+            if self.uses_hub:
+                hub_headers = self._headers(None, required=False)
+                found = await hub.fetch_models(self.session, self.hub_url, hub_headers, self._secrets())
+            else:
+                found = await self._server_models()
+        except APIError:
+            return list(self.fallback_models)
+        models = list(dict.fromkeys([*found, *self._mappings]))
+        self._models = models
+        return models
+
+    async def _server_models(self) -> list[str]:
+        with map_transport_errors(self.provider_label):
+            async with self.session.get(f"{self.api_base}/models", headers=self._headers(None, required=False)) as r:
+                raw = await r.read()
+                if r.status >= 400:
+                    raise error_for_status(r.status, raw.decode("utf-8", "replace"), provider=None)
+        data = json.loads(raw)
+        return [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+
+    @property
+    def provider_label(self) -> str:
+        """The name stats use for a plain OpenAI-compatible server: its host and port."""
+        return urllib.parse.urlsplit(self.api_base).netloc or self.api_base
+
+    async def get_mapping(self, model: str, api_key: str | None = None) -> list[ProviderMapping]:
+        """The live conversational providers of `model`, in the Hub's order; cached on success only."""
+        model = self.get_model(model)
+        cached = self._mappings.get(model)
+        if cached is not None:
+            return cached
+        lock = self._mapping_locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            if (cached := self._mappings.get(model)) is not None:
+                return cached
+            headers = self._headers(api_key, required=False)
+            found = await hub.fetch_mapping(self.session, self.hub_url, model, headers, self._secrets(api_key))
+            mapping = hub.usable(found)
+            self._mappings[model] = mapping
+            return mapping
+
+    async def providers_for(self, model: str, api_key: str | None = None) -> list[str]:
+        """Provider names to try for `model`, in order; raise ModelNotSupportedError when none."""
+        if not self.uses_hub:
+            return [self.provider_label]
+        mapping = await self.get_mapping(model, api_key)
+        if not mapping:
+            raise ModelNotSupportedError(f"no live provider serves {self.get_model(model)!r} for chat", provider="hub")
+        return [m.provider for m in mapping]
+
+    def wire_model(self, model: str, provider: str) -> str:
+        """The `model` field that pins `provider` on the router, or the model as given elsewhere."""
+        return f"{model}:{provider}" if self.uses_hub else model
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    async def complete(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        provider: str,
+        params: Mapping[str, Any] | None = None,
+        api_key: str | None = None,
+    ) -> ChatResult:
+        """One non-streamed attempt on one provider; raises an APIError on any failure."""
+        body: dict[str, Any] = {"model": self.wire_model(model, provider), "messages": messages}
+        if params:
+            body.update(params)
+        body["stream"] = False
+        data = json.dumps(body, ensure_ascii=False).encode()
+        headers = self._headers(api_key)
+        with map_transport_errors(provider):
+            async with asyncio.timeout(self.timeout):
+                async with self.session.post(self._chat_url, data=data, headers=headers) as resp:
+                    raw = await resp.read()
+                    if resp.status >= 400:
+                        raise self._status_error(resp, raw, provider, api_key)
+        return parse_completion(raw, provider, model)
+
+    def _status_error(self, resp: aiohttp.ClientResponse, raw: bytes, provider: str, api_key: str | None) -> APIError:
+        body = redact(raw.decode("utf-8", "replace"), self._secrets(api_key))
+        return error_for_status(resp.status, body, provider=provider, headers=dict(resp.headers))
+
+    async def stream(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        provider: str,
+        params: Mapping[str, Any] | None = None,
+        api_key: str | None = None,
+    ) -> AsyncIterator[str | ChatResult]:
+        """One streamed attempt: yields text chunks, then the ChatResult."""
+        body: dict[str, Any] = {"model": self.wire_model(model, provider), "messages": messages}
+        if params:
+            body.update(params)
+        body["stream"] = True
+        body.setdefault("stream_options", {"include_usage": True})
+        data = json.dumps(body, ensure_ascii=False).encode()
+        headers = self._headers(api_key, stream=True)
+        state = StreamState(provider, model)
+        decoder = SSEDecoder()
+        parts: list[str] = []
+        started = time.monotonic()
+        with map_transport_errors(provider):
+            async with asyncio.timeout(self.timeout):
+                async with self.session.post(self._chat_url, data=data, headers=headers) as resp:
+                    if resp.status >= 400:
+                        raise self._status_error(resp, await resp.read(), provider, api_key)
+                    if "event-stream" not in resp.headers.get("Content-Type", "event-stream"):
+                        # A server that ignored "stream": answer with the whole reply at once.
+                        result = parse_completion(await resp.read(), provider, model)
+                        yield result.text
+                        yield result
+                        return
+                    async for chunk in resp.content.iter_any():
+                        for payload in decoder.feed(chunk):
+                            if text := state.feed(payload):
+                                parts.append(text)
+                                yield text
+                        if state.done:
+                            break
+                    for payload in decoder.close():
+                        if text := state.feed(payload):
+                            parts.append(text)
+                            yield text
+        result = state.finish("".join(parts))
+        result.latency = time.monotonic() - started
+        yield result
+
+    # -- requests with fail-over -----------------------------------------------------------
+
+    def prepare_messages(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_input_length: int | None = C.DEFAULT_MAX_INPUT_LENGTH,
+        media: Sequence[MediaItem] | None = None,
+    ) -> list[Message]:
+        """Trim to `max_input_length` and attach media; the caller's list is not changed."""
+        out = trim_messages(messages, max_input_length) if max_input_length else list(messages)
+        return attach_media(out, media) if media else out
+
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        api_key: str | None = None,
+        max_tokens: int | None = C.DEFAULT_MAX_TOKENS,
+        max_input_length: int | None = C.DEFAULT_MAX_INPUT_LENGTH,
+        media: Sequence[MediaItem] | None = None,
+        providers: Sequence[str] | None = None,
+        **params: Any,
+    ) -> ChatResult:
+        """The whole reply (text, finish reason, usage, provider, attempts), failing over as needed."""
+        model = self.get_model(model or (self.default_vision_model if media else ""))
+        order = list(providers) if providers else await self.providers_for(model, api_key)
+        prepared = self.prepare_messages(messages, max_input_length=max_input_length, media=media)
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+
+        async def send(provider: str) -> ChatResult:
+            return await self.complete(model, prepared, provider=provider, params=params, api_key=api_key)
+
+        return await call_with_failover(send, order, self.retry, self.scheduler)
+
+    async def create_async_generator(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        api_key: str | None = None,
+        max_tokens: int | None = C.DEFAULT_MAX_TOKENS,
+        max_input_length: int | None = C.DEFAULT_MAX_INPUT_LENGTH,
+        media: Sequence[MediaItem] | None = None,
+        **params: Any,
+    ) -> AsyncIterator[str | ChatResult]:
+        """Stream the reply's text, failing over between providers until text starts; last, the ChatResult.
+
+        A failure after text has been yielded is raised: the caller has already shown it.
+        """
+        model = self.get_model(model or (self.default_vision_model if media else ""))
+        order = await self.providers_for(model, api_key)
+        prepared = self.prepare_messages(messages, max_input_length=max_input_length, media=media)
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        queue: asyncio.Queue[str | ChatResult | None] = asyncio.Queue()
+
+        async def send(provider: str) -> ChatResult:
+            started = False
+            try:
+                async for item in self.stream(model, prepared, provider=provider, params=params, api_key=api_key):
+                    if isinstance(item, ChatResult):
+                        return item
+                    started = True
+                    queue.put_nowait(item)
+            except APIError as exc:
+                if started:
+                    # The caller has shown part of this reply: another provider's would not continue it.
+                    raise _StreamBroken(exc) from exc
+                raise
+            raise AssertionError("stream() ends with its result")
+
+        async def run() -> ChatResult:
+            try:
+                return await call_with_failover(send, order, self.retry, self.scheduler)
+            except _StreamBroken as exc:
+                raise exc.error from None
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            yield await task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    @staticmethod
+    def calculate_length(messages: Sequence[Message]) -> int:
+        """Characters of content plus 16 per message, as the seed measured prompts."""
+        return calculate_length(messages)
+
+
+class _StreamBroken(Exception):
+    """A stream failed after some of its text was delivered; not retried elsewhere."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -1,0 +1,43 @@
+"""A set of row ids that stays small for the common case of row-number ids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["IdSet"]
+
+_BITMAP_LIMIT = 1 << 32
+
+
+class IdSet:
+    """Ids seen so far: small non-negative ints live in a bitmap (1 bit each), others in a set."""
+
+    __slots__ = ("_bits", "_other")
+
+    def __init__(self, ids: Iterable[Any] = ()) -> None:
+        self._bits = bytearray()
+        self._other: set[Any] = set()
+        for key in ids:
+            self.add(key)
+
+    def add(self, key: Any) -> bool:
+        """Add `key`; return True when it was not there before."""
+        if type(key) is int and 0 <= key < _BITMAP_LIMIT:
+            byte, bit = key >> 3, 1 << (key & 7)
+            if byte >= len(self._bits):
+                self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+            if self._bits[byte] & bit:
+                return False
+            self._bits[byte] |= bit
+            return True
+        if key in self._other:
+            return False
+        self._other.add(key)
+        return True
+
+    def __contains__(self, key: Any) -> bool:
+        if type(key) is int and 0 <= key < _BITMAP_LIMIT:
+            byte = key >> 3
+            return byte < len(self._bits) and bool(self._bits[byte] & (1 << (key & 7)))
+        return key in self._other

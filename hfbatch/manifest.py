@@ -1,0 +1,112 @@
+"""Beside the output: the manifest that makes resuming safe, and the lock that makes one run per output."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hfbatch.errors import LockedError, UsageError
+from hfbatch.stats import write_json_atomic
+
+__all__ = ["check_manifest", "hold_lock", "manifest_path", "write_manifest"]
+
+MANIFEST_VERSION = 1
+
+
+def manifest_path(output: Path) -> Path:
+    """Where the manifest of `output` lives."""
+    return output.with_name(output.name + ".manifest.json")
+
+
+def lock_path(output: Path) -> Path:
+    """Where the lock of `output` lives."""
+    return output.with_name(output.name + ".lock")
+
+
+def _describe(value: Any) -> str:
+    return "unset" if value is None else repr(value)
+
+
+def check_manifest(output: Path, settings: dict[str, Any], fingerprint: dict[str, Any], *, force: bool) -> bool:
+    """Check that resuming `output` with these settings is sound; True when there is something to resume.
+
+    Raises UsageError naming what changed, unless `force`.
+    """
+    path = manifest_path(output)
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as exc:
+        if force:
+            return True
+        raise UsageError(f"{path}: unreadable manifest ({exc}); use --restart to start over or --force") from None
+    if force:
+        return True
+    changes = []
+    old_settings = old.get("settings", {})
+    for key in sorted(set(old_settings) | set(settings)):
+        if old_settings.get(key) != settings.get(key):
+            changes.append(f"{key} was {_describe(old_settings.get(key))}, now {_describe(settings.get(key))}")
+    if old.get("input") != fingerprint:
+        changes.append("the input file changed since this output was started")
+    if changes:
+        raise UsageError(
+            f"{output} was started with other settings: {'; '.join(changes)}. "
+            "Use --restart to start over, or --force to add to it anyway"
+        )
+    return True
+
+
+def write_manifest(output: Path, settings: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """Record the settings and input fingerprint the output is made with."""
+    write_json_atomic(
+        manifest_path(output),
+        {"version": MANIFEST_VERSION, "settings": settings, "input": fingerprint, "written_at": time.time()},
+    )
+
+
+@contextlib.contextmanager
+def hold_lock(output: Path) -> Iterator[None]:
+    """Hold the output's lock for the run; raise LockedError naming the holder's pid.
+
+    flock is released by the kernel when its holder dies, so a lock left by a
+    killed run is simply taken over.
+    """
+    path = lock_path(output)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot create the lock file ({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raw = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            pid = int(raw) if raw.isdigit() else None
+            holder = f"pid {pid}" if pid else "another process"
+            raise LockedError(
+                f"{output} is being written by another hfbatch run ({holder}); wait for it", pid
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    """Delete an earlier run's files, for --restart."""
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()

@@ -1,0 +1,135 @@
+"""Retry policy: pure functions over named constants, no I/O.
+
+What to do after an attempt fails is `decide(error, ...)`; how long to wait is
+`backoff_delay` or the server's `Retry-After` as read by `parse_retry_after`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hfbatch import _constants as C
+from hfbatch.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ModelNotSupportedError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+
+__all__ = ["Action", "Decision", "RetryPolicy", "backoff_delay", "decide", "parse_retry_after"]
+
+
+class Action(enum.Enum):
+    """What the caller does after a failed attempt."""
+
+    RETRY = "retry"  # same provider, after `delay`
+    FAIL_OVER = "fail_over"  # next provider; this one is kept for other rows
+    DROP_PROVIDER = "drop_provider"  # next provider; this one is out for the rest of the run
+    FAIL_ROW = "fail_row"  # the request is wrong: no provider would take it
+    STOP_RUN = "stop_run"  # the token is wrong: nothing will succeed
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to retry one provider before failing over."""
+
+    max_retries: int = C.DEFAULT_MAX_RETRIES
+    initial_delay: float = C.INITIAL_RETRY_DELAY
+    max_delay: float = C.MAX_RETRY_DELAY
+    max_retry_after: float = C.MAX_RETRY_AFTER
+    #: Multiplies every delay; tests set it tiny so they never sleep for real.
+    time_scale: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The action to take and, for RETRY, the delay in seconds."""
+
+    action: Action
+    delay: float = 0.0
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Return the server's requested delay in seconds, or None when absent or unusable.
+
+    Reads `retry-after-ms`, then `Retry-After` as delta-seconds or an HTTP date.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lower.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            ms = float(raw_ms)
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms) and ms >= 0:
+            return ms / 1000.0
+    raw = lower.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def backoff_delay(retries_taken: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: between 75% and 100% of min(initial * 2**n, max)."""
+    base = min(policy.initial_delay * 2.0 ** max(0, retries_taken), policy.max_delay)
+    jitter = 1.0 - 0.25 * (rng.random() if rng is not None else random.random())
+    return base * jitter * policy.time_scale
+
+
+def decide(
+    error: APIError,
+    retries_taken: int,
+    policy: RetryPolicy,
+    *,
+    other_provider_ready: bool,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Decide what follows a failed attempt on one provider (DESIGN.md's failure table).
+
+    `retries_taken` counts earlier retries of this row on this provider;
+    `other_provider_ready` says whether an untried provider is available now.
+    """
+    if isinstance(error, AuthenticationError):
+        return Decision(Action.STOP_RUN)
+    if isinstance(error, PaymentRequiredError | ModelNotSupportedError | PermissionDeniedError):
+        return Decision(Action.DROP_PROVIDER)
+    if isinstance(error, BadRequestError):
+        return Decision(Action.FAIL_ROW)
+    if isinstance(error, RateLimitError):
+        # Another healthy provider serves the row now instead of waiting here.
+        if other_provider_ready:
+            return Decision(Action.FAIL_OVER)
+        if retries_taken >= policy.max_retries:
+            return Decision(Action.FAIL_OVER)
+        ra = error.retry_after
+        if ra is not None:
+            # A pause longer than the cap is the provider saying "not today": move on.
+            if ra > policy.max_retry_after:
+                return Decision(Action.FAIL_OVER)
+            return Decision(Action.RETRY, ra * policy.time_scale)
+        return Decision(Action.RETRY, backoff_delay(retries_taken, policy, rng))
+    # 5xx, timeouts, transport and malformed replies: transient, retry here first.
+    if retries_taken >= policy.max_retries:
+        return Decision(Action.FAIL_OVER)
+    return Decision(Action.RETRY, backoff_delay(retries_taken, policy, rng))

@@ -1,0 +1,346 @@
+"""`run_job`: read rows, send them with bounded concurrency and fail-over, write results and stats.
+
+A feeder reads the input into a bounded queue; `concurrency` workers take rows
+from it, each row going through `call_with_failover` with the shared
+`ProviderPool`; results are appended to the journal and flushed in small
+batches, so a crash loses at most what was in flight. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hfbatch import _constants as C
+from hfbatch.client import HuggingFaceAPI
+from hfbatch.credentials import resolve_token, token_hint
+from hfbatch.errors import APIError, AuthenticationError, UsageError
+from hfbatch.failover import call_with_failover
+from hfbatch.idset import IdSet
+from hfbatch.inputs import BadRow, InputSpec, Row, input_fingerprint, open_input
+from hfbatch.jobspec import JobSpec
+from hfbatch.manifest import check_manifest, hold_lock, manifest_path, remove_outputs, write_manifest
+from hfbatch.outputs import ErrorLog, ResultSink, journal_path, open_sink
+from hfbatch.retry import RetryPolicy
+from hfbatch.scheduler import ProviderPool
+from hfbatch.stats import RunStats, write_json_atomic
+from hfbatch.wire import ChatResult
+
+__all__ = ["ExitCode", "RunControl", "RunReport", "run_job"]
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes of `hfbatch run` (documented in the README)."""
+
+    OK = 0  # every row is in the output
+    FAILED_ROWS = 1  # the run finished; some rows are in the errors file
+    USAGE = 2  # bad flags, job file or input; nothing was sent
+    AUTH = 3  # the token is missing or was refused (401)
+    LOCKED = 4  # another run holds the output's lock
+    INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; rerun to resume
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What a run did: its exit code, a one-line reason when it stopped early, and its stats."""
+
+    exit_code: ExitCode
+    stats: dict[str, Any]
+    message: str | None = None
+
+
+class RunControl:
+    """Lets the caller stop a run: the first request drains in-flight rows, the second stops at once."""
+
+    def __init__(self) -> None:
+        self.draining = asyncio.Event()
+        self.now = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask the run to stop; a second call stops it without waiting."""
+        if self.draining.is_set():
+            self.now.set()
+        self.draining.set()
+
+
+def time_scale() -> float:
+    """The delay multiplier from HFBATCH_TIME_SCALE (tests make every wait tiny)."""
+    raw = os.environ.get(C.TIME_SCALE_ENV)
+    try:
+        return float(raw) if raw else 1.0
+    except ValueError:
+        return 1.0
+
+
+def _result_record(row: Row, result: ChatResult) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": row.id,
+        "output": result.text,
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "provider": result.provider,
+        "model": result.model,
+        "attempts": result.attempts,
+        "latency_s": round(result.latency, 4),
+    }
+    if row.keep:
+        record.update(row.keep)
+    return record
+
+
+def _error_record(index: int, where: str, row_id: Any, error: Exception) -> dict[str, Any]:
+    api = error if isinstance(error, APIError) else None
+    return {
+        "id": row_id,
+        "index": index,
+        "where": where,
+        "error": type(error).__name__,
+        "kind": api.kind if api else "input",
+        "status": api.status if api else None,
+        "provider": api.provider if api else None,
+        "message": api.message if api else str(error),
+        "attempts": api.attempts if api else 0,
+    }
+
+
+@contextlib.asynccontextmanager
+async def _client_for(spec: JobSpec, scale: float) -> AsyncIterator[HuggingFaceAPI]:
+    """The client, pointed at an in-process simulated server when the job has a [sim] table."""
+    policy = RetryPolicy(max_retries=spec.max_retries, time_scale=scale)
+    kw: dict[str, Any] = {
+        "timeout": spec.timeout,
+        "idle_timeout": spec.idle_timeout,
+        "retry": policy,
+        "api_key_env": spec.api_key_env,
+    }
+    if spec.sim is None:
+        token = resolve_token(spec.api_key_env)
+        api = HuggingFaceAPI(token, api_base=spec.api_base, hub_url=spec.hub_url, **kw)
+        if api.uses_hub and not token:
+            raise AuthenticationError(f"no token: {token_hint(spec.api_key_env)}")
+        async with api:
+            yield api
+        return
+    from hfbatch.sim import SimServer, sim_config_from_dict
+
+    config = sim_config_from_dict(spec.sim, f"{spec.source} [sim]")
+    async with (
+        SimServer(config) as sim,
+        HuggingFaceAPI(config.token, api_base=sim.api_base, hub_url=sim.hub_url, **kw) as api,
+    ):
+        yield api
+
+
+async def run_job(
+    spec: JobSpec,
+    *,
+    restart: bool = False,
+    force: bool = False,
+    control: RunControl | None = None,
+    progress: Callable[[RunStats], None] | None = None,
+) -> RunReport:
+    """Run a job to the end (or until stopped) and return its report; raise UsageError on bad input."""
+    started = time.monotonic()
+    control = control or RunControl()
+    stats = RunStats()
+    in_spec = InputSpec(
+        path=spec.input,
+        id_column=spec.id_column,
+        prompt_column=spec.prompt_column,
+        template=spec.template,
+        keep_columns=spec.keep_columns,
+        system=spec.system,
+    )
+    reader = open_input(in_spec)
+    sink = open_sink(spec.output)
+    with reader, hold_lock(spec.output):
+        settings = spec.manifest_settings()
+        fingerprint = input_fingerprint(spec.input)
+        if restart:
+            remove_outputs(
+                [spec.output, journal_path(spec.output), spec.errors_path, spec.stats_path, manifest_path(spec.output)]
+            )
+        elif not check_manifest(spec.output, settings, fingerprint, force=force) and not force:
+            if spec.output.exists() or journal_path(spec.output).exists():
+                raise UsageError(
+                    f"{spec.output} exists but was not written by hfbatch (no manifest beside it); "
+                    "use --restart to replace it or --force to add to it"
+                )
+        done = IdSet(sink.done_ids())
+        scale = time_scale()
+        async with _client_for(spec, scale) as api:
+            providers = list(spec.providers) or await api.providers_for(spec.model)
+            model = api.get_model(spec.model)
+            write_manifest(spec.output, settings, fingerprint)
+            pool = ProviderPool(
+                providers, stats, per_provider=spec.provider_concurrency or spec.concurrency, time_scale=scale
+            )
+            run = _Run(spec, api, model, providers, pool, stats, done, control, progress)
+            sink.open()
+            errors = ErrorLog(spec.errors_path)
+            try:
+                code, message = await run.execute(reader, sink, errors)
+            finally:
+                sink.close()
+                errors.close()
+            if code is ExitCode.OK and stats.rows_failed + stats.rows_bad:
+                code = ExitCode.FAILED_ROWS
+            report = _report(spec, stats, providers, started, code, message)
+            write_json_atomic(spec.stats_path, report.stats)
+            return report
+
+
+def _report(
+    spec: JobSpec, stats: RunStats, providers: list[str], started: float, code: ExitCode, message: str | None
+) -> RunReport:
+    extra = {
+        "model": spec.model,
+        "provider_order": providers,
+        "input": str(spec.input),
+        "output": str(spec.output),
+        "exit_code": int(code),
+        "stopped_because": message,
+    }
+    return RunReport(code, stats.to_dict(wall_time=time.monotonic() - started, extra=extra), message)
+
+
+class _Run:
+    """The state of one run's workers."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        api: HuggingFaceAPI,
+        model: str,
+        providers: list[str],
+        pool: ProviderPool,
+        stats: RunStats,
+        done: IdSet,
+        control: RunControl,
+        progress: Callable[[RunStats], None] | None,
+    ) -> None:
+        self.spec = spec
+        self.api = api
+        self.model = model
+        self.providers = providers
+        self.pool = pool
+        self.stats = stats
+        self.done = done
+        self.control = control
+        self.progress = progress or (lambda s: None)
+        self.params = spec.request_params()
+        self.policy = api.retry
+        self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
+
+    async def execute(self, reader: Any, sink: ResultSink, errors: ErrorLog) -> tuple[ExitCode, str | None]:
+        """Run every row; return the exit code and, when it stopped early, why."""
+        self.sink, self.errors = sink, errors
+        self.progress(self.stats)
+        stopped: BaseException | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                flusher = tg.create_task(self._flush_periodically())
+                feeder = tg.create_task(self._feed(reader))
+                workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
+                watcher = tg.create_task(self._watch_stop(feeder, workers))
+                await asyncio.gather(*workers, return_exceptions=True)
+                for t in (flusher, watcher, feeder):
+                    t.cancel()
+        except* AuthenticationError as group:
+            stopped = group.exceptions[0]
+        if stopped is not None:
+            return ExitCode.AUTH, f"stopped: {stopped}"
+        if self.control.draining.is_set():
+            return ExitCode.INTERRUPTED, "stopped before the end; rerun the same command to resume"
+        return ExitCode.OK, None
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(C.FLUSH_INTERVAL)
+            self.sink.flush()
+            self.errors.flush()
+
+    async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
+        await self.control.draining.wait()
+        feeder.cancel()
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        for _ in workers:
+            self.queue.put_nowait(None)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.spec.grace):
+                await self.control.now.wait()
+        for w in workers:
+            w.cancel()
+
+    async def _feed(self, reader: Any) -> None:
+        seen = IdSet()
+        stats = self.stats
+        for n, item in enumerate(reader):
+            stats.rows_seen += 1
+            if isinstance(item, BadRow):
+                self._bad(item.index, item.where, item.id, item.reason)
+            elif not seen.add(item.id):
+                self._bad(
+                    item.index,
+                    f"row {item.index}",
+                    item.id,
+                    f"duplicate id {item.id!r}: an earlier row has it; ids must be unique",
+                )
+            elif item.id in self.done:
+                stats.rows_skipped += 1
+            else:
+                await self.queue.put(item)
+                continue
+            if n % 512 == 0:
+                await asyncio.sleep(0)  # let workers run while skipping many rows
+        for _ in range(self.spec.concurrency):
+            await self.queue.put(None)
+
+    def _bad(self, index: int, where: str, row_id: Any, reason: str) -> None:
+        self.errors.add(_error_record(index, where, row_id, UsageError(reason)))
+        self.stats.rows_bad += 1
+        self.progress(self.stats)
+
+    async def _work(self) -> None:
+        while (row := await self.queue.get()) is not None:
+            await self._process(row)
+
+    async def _process(self, row: Row) -> None:
+        try:
+            messages = self.api.prepare_messages(
+                row.messages, max_input_length=self.spec.max_input_length or None, media=row.images or None
+            )
+        except UsageError as exc:
+            self._bad(row.index, f"row {row.index}", row.id, str(exc))
+            return
+        params = {**self.params, **row.params} if row.params else self.params
+
+        async def send(provider: str) -> ChatResult:
+            if not self.spec.stream:
+                return await self.api.complete(self.model, messages, provider=provider, params=params)
+            async for item in self.api.stream(self.model, messages, provider=provider, params=params):
+                if isinstance(item, ChatResult):
+                    return item
+            raise AssertionError("stream() ends with its result")
+
+        try:
+            result = await call_with_failover(send, self.providers, self.policy, self.pool)
+        except AuthenticationError:
+            raise
+        except APIError as exc:
+            self.errors.add(_error_record(row.index, f"row {row.index}", row.id, exc))
+            self.stats.rows_failed += 1
+        else:
+            self.sink.add(_result_record(row, result))
+            self.stats.rows_done += 1
+            if self.sink.pending >= C.FLUSH_ROWS:
+                self.sink.flush()
+        self.progress(self.stats)

@@ -1,0 +1,205 @@
+"""Per-provider and overall statistics of a run, in constant memory."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FAILURE_KINDS", "LatencyHistogram", "ProviderStats", "RunStats", "format_table", "write_json_atomic"]
+
+#: Failure classes counted per provider, as the stats file names them.
+FAILURE_KINDS = ("401", "402", "429", "4xx", "5xx", "timeout", "connection", "malformed")
+
+_BUCKET_GROWTH = 1.02  # each bucket 2% wider than the last: percentiles within 2%
+_MIN_LATENCY = 1e-4
+_LOG_GROWTH = math.log(_BUCKET_GROWTH)
+
+
+class LatencyHistogram:
+    """Latencies in log-spaced buckets, so a million requests cost a few kilobytes."""
+
+    __slots__ = ("buckets", "count", "total")
+
+    def __init__(self) -> None:
+        self.buckets: Counter[int] = Counter()
+        self.count = 0
+        self.total = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Record one latency."""
+        self.count += 1
+        self.total += seconds
+        self.buckets[int(math.log(max(seconds, _MIN_LATENCY) / _MIN_LATENCY) / _LOG_GROWTH)] += 1
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add another histogram's counts to this one."""
+        self.buckets.update(other.buckets)
+        self.count += other.count
+        self.total += other.total
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile (0-100) in seconds, or None when empty."""
+        if not self.count:
+            return None
+        rank = q / 100.0 * self.count
+        seen = 0
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen >= rank:
+                # The bucket's geometric middle.
+                return float(_MIN_LATENCY * _BUCKET_GROWTH ** (index + 0.5))
+        return None
+
+    def summary(self) -> dict[str, float | None]:
+        """p50, p95, p99 and mean, in seconds rounded to the millisecond's tenth."""
+
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 4)
+
+        mean = self.total / self.count if self.count else None
+        return {
+            "p50": r(self.percentile(50)),
+            "p95": r(self.percentile(95)),
+            "p99": r(self.percentile(99)),
+            "mean": r(mean),
+        }
+
+
+class ProviderStats:
+    """What one provider did during a run."""
+
+    __slots__ = (
+        "breaker_trips",
+        "completion_tokens",
+        "failovers_out",
+        "failures",
+        "latency",
+        "prompt_tokens",
+        "requests",
+        "retries",
+        "successes",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.successes = 0
+        self.failures: Counter[str] = Counter()
+        self.retries = 0
+        self.failovers_out = 0
+        self.breaker_trips = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.latency = LatencyHistogram()
+
+    def merge(self, other: ProviderStats) -> None:
+        """Add another provider's counts (for the overall column)."""
+        self.requests += other.requests
+        self.successes += other.successes
+        self.failures.update(other.failures)
+        self.retries += other.retries
+        self.failovers_out += other.failovers_out
+        self.breaker_trips += other.breaker_trips
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.latency.merge(other.latency)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of these counts."""
+        return {
+            "requests": self.requests,
+            "successes": self.successes,
+            "failures": {k: self.failures.get(k, 0) for k in FAILURE_KINDS},
+            "retries": self.retries,
+            "failovers_out": self.failovers_out,
+            "breaker_trips": self.breaker_trips,
+            "latency_s": self.latency.summary(),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+class RunStats:
+    """Rows and per-provider counts for one run; the runner updates it, the CLI prints it."""
+
+    def __init__(self, providers: list[str] | None = None) -> None:
+        self.providers: dict[str, ProviderStats] = {p: ProviderStats() for p in providers or ()}
+        self.rows_done = 0
+        self.rows_failed = 0
+        self.rows_skipped = 0  # already in the output from an earlier run
+        self.rows_bad = 0  # bad input rows, sent to the errors file
+        self.rows_seen = 0
+
+    def provider(self, name: str) -> ProviderStats:
+        """The stats of `name`, created on first use."""
+        stats = self.providers.get(name)
+        if stats is None:
+            stats = self.providers[name] = ProviderStats()
+        return stats
+
+    def overall(self) -> ProviderStats:
+        """The sum over providers."""
+        total = ProviderStats()
+        for stats in self.providers.values():
+            total.merge(stats)
+        return total
+
+    def to_dict(self, *, wall_time: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The stats file's content."""
+        processed = self.rows_done + self.rows_failed
+        return {
+            **(extra or {}),
+            "wall_time_s": round(wall_time, 3),
+            "rows": {
+                "seen": self.rows_seen,
+                "done": self.rows_done,
+                "failed": self.rows_failed,
+                "bad_input": self.rows_bad,
+                "skipped_already_done": self.rows_skipped,
+            },
+            "rows_per_second": round(processed / wall_time, 2) if wall_time > 0 else None,
+            "overall": self.overall().to_dict(),
+            "providers": {name: s.to_dict() for name, s in self.providers.items()},
+        }
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
+def format_table(data: dict[str, Any]) -> str:
+    """A compact text table of a stats dict, one line per provider and one overall."""
+    head = f"{'provider':<16} {'reqs':>7} {'ok':>7} {'402':>5} {'429':>5} {'4xx':>5} {'5xx':>5} {'t/o':>5} "
+    head += f"{'conn':>5} {'malf':>5} {'retry':>6} {'f/o':>5} {'trips':>5} {'p50ms':>6} {'p95ms':>6} {'p99ms':>6}"
+    lines = [head]
+    rows = [*data["providers"].items(), ("(all)", data["overall"])]
+    for name, s in rows:
+        f = s["failures"]
+        lat = s["latency_s"]
+        lines.append(
+            f"{name[:16]:<16} {s['requests']:>7} {s['successes']:>7} {f['402']:>5} {f['429']:>5} "
+            f"{f['4xx'] + f['401']:>5} {f['5xx']:>5} {f['timeout']:>5} {f['connection']:>5} {f['malformed']:>5} "
+            f"{s['retries']:>6} {s['failovers_out']:>5} {s['breaker_trips']:>5} "
+            f"{_ms(lat['p50']):>6} {_ms(lat['p95']):>6} {_ms(lat['p99']):>6}"
+        )
+    r = data["rows"]
+    lines.append(
+        f"rows: {r['done']} done, {r['failed']} failed, {r['bad_input']} bad input, "
+        f"{r['skipped_already_done']} already done; {data['wall_time_s']:.1f}s, "
+        f"{data['rows_per_second'] or 0:.1f} rows/s"
+    )
+    return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to `path` through a temporary file, so a reader never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
