@@ -27,31 +27,37 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; turn hfbatch's errors into one line and an exit code (HFBATCH_DEBUG=1: traceback)."""
+    """Run a coroutine; turn any error into one line and an exit code (HFBATCH_DEBUG=1: the traceback)."""
     from hfbatch.errors import APIError, AuthenticationError, LockedError, UsageError
 
-    debug = bool(os.environ.get(C.DEBUG_ENV))
     try:
         return asyncio.run(make())
-    except AuthenticationError as exc:
-        if debug:
-            raise
-        _fail(f"{exc} (the token is read from the environment; check it)", EXIT_AUTH)
-    except UsageError as exc:
-        if debug:
-            raise
-        _fail(str(exc), EXIT_USAGE)
-    except LockedError as exc:
-        if debug:
-            raise
-        _fail(str(exc), EXIT_LOCKED)
-    except APIError as exc:
-        if debug:
-            raise
-        _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as raised:
+        if os.environ.get(C.DEBUG_ENV):
+            raise
+        exc = _unwrap(raised)
+        if isinstance(exc, AuthenticationError):
+            _fail(f"{exc} (the token is read from the environment; check it)", EXIT_AUTH)
+        elif isinstance(exc, UsageError):
+            _fail(str(exc), EXIT_USAGE)
+        elif isinstance(exc, LockedError):
+            _fail(str(exc), EXIT_LOCKED)
+        elif isinstance(exc, APIError):
+            _fail(str(exc), EXIT_FAILED)
+        elif isinstance(exc, OSError):
+            _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_FAILED)
+        else:
+            # A bug in hfbatch: still one line, with the way to see more.
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set {C.DEBUG_ENV}=1 for a traceback)", EXIT_FAILED)
     raise AssertionError("unreachable")
 
 

@@ -30,7 +30,8 @@ def journal_path(output: Path) -> Path:
 
 
 def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+    # default=str: kept Parquet columns may hold dates or decimals, which JSON has no type for.
+    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
 def scan_journal(path: Path) -> tuple[list[Any], int]:

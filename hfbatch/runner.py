@@ -238,12 +238,14 @@ class _Run:
         self.params = spec.request_params()
         self.policy = api.retry
         self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
+        #: Why the run stopped early because no provider was left, if it did.
+        self.all_out: str | None = None
 
     async def execute(self, reader: Any, sink: ResultSink, errors: ErrorLog) -> tuple[ExitCode, str | None]:
         """Run every row; return the exit code and, when it stopped early, why."""
         self.sink, self.errors = sink, errors
         self.progress(self.stats)
-        stopped: BaseException | None = None
+        stopped: tuple[ExitCode, str] | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 flusher = tg.create_task(self._flush_periodically())
@@ -254,9 +256,14 @@ class _Run:
                 for t in (flusher, watcher, feeder):
                     t.cancel()
         except* AuthenticationError as group:
-            stopped = group.exceptions[0]
+            stopped = ExitCode.AUTH, f"stopped: {group.exceptions[0]}"
+        except* UsageError as group:
+            # The input turned out unreadable part-way (a corrupt row group, a cut .gz).
+            stopped = ExitCode.USAGE, f"stopped: {group.exceptions[0]}"
         if stopped is not None:
-            return ExitCode.AUTH, f"stopped: {stopped}"
+            return stopped
+        if self.all_out is not None:
+            return ExitCode.FAILED_ROWS, self.all_out
         if self.control.draining.is_set():
             return ExitCode.INTERRUPTED, "stopped before the end; rerun the same command to resume"
         return ExitCode.OK, None
@@ -338,6 +345,11 @@ class _Run:
         except APIError as exc:
             self.errors.add(_error_record(row.index, f"row {row.index}", row.id, exc))
             self.stats.rows_failed += 1
+            if self.all_out is None and self.pool.all_out():
+                # Every later row would fail the same way: stop, and leave them for a rerun.
+                reasons = "; ".join(f"{p}: {self.pool.why_out(p)}" for p in self.providers)
+                self.all_out = f"every provider is out for this run ({reasons}); rerun later to retry the rest"
+                self.control.request_stop()
         else:
             self.sink.add(_result_record(row, result))
             self.stats.rows_done += 1

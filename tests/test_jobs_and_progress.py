@@ -1,0 +1,53 @@
+"""The shipped job files, and progress output with and without a terminal."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from hfbatch.jobspec import build_spec, load_job_file
+from hfbatch.progress import Progress
+from hfbatch.stats import RunStats
+
+JOBS = sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("job", JOBS, ids=[j.stem for j in JOBS])
+def test_every_shipped_job_file_is_valid_and_its_input_exists(job: Path) -> None:
+    """Each jobs/*.toml loads, validates, and names an input that is in the repository."""
+    spec = build_spec(load_job_file(job), {})
+    assert spec.input.exists(), spec.input
+    assert spec.output.parent == job.parent / "out"
+
+
+def test_job_files_cover_the_use_cases() -> None:
+    """The quickstart runs on the simulator; the others point at the real Hugging Face endpoints."""
+    specs = {j.stem: build_spec(load_job_file(j), {}) for j in JOBS}
+    assert specs["quickstart"].sim is not None
+    for name in ("generate-dataset", "evaluate", "nightly"):
+        assert specs[name].sim is None and specs[name].api_base.startswith("https://router.huggingface.co")
+    assert specs["evaluate"].temperature == 0.0 and "reference" in specs["evaluate"].keep_columns
+
+
+def test_without_a_terminal_progress_is_plain_lines_never_a_bar() -> None:
+    """Off a terminal (cron), progress is whole lines with counts, no carriage returns."""
+    stream = io.StringIO()
+    progress = Progress(stream, interval=0.0)
+    stats = RunStats()
+    stats.rows_done, stats.rows_failed = 7, 2
+    progress(stats)
+    progress.close(stats)
+    text = stream.getvalue()
+    assert "\r" not in text
+    assert text.count("\n") == 2 and "7 done, 2 failed" in text
+
+
+def test_plain_progress_lines_are_spaced_by_the_interval() -> None:
+    """Calls within the interval print nothing more."""
+    stream = io.StringIO()
+    progress = Progress(stream, interval=3600.0)
+    for _ in range(100):
+        progress(RunStats())
+    assert stream.getvalue() == ""
