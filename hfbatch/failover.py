@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -28,6 +29,10 @@ class Scheduler(Protocol):
 
     def is_out(self, provider: str) -> bool:
         """True when the provider is done for this run (402, model not served, down)."""
+        ...
+
+    def why_out(self, provider: str) -> APIError | None:
+        """The error that put the provider out, if it is out."""
         ...
 
     def is_ready(self, provider: str) -> bool:
@@ -68,6 +73,10 @@ class BasicScheduler:
     def is_out(self, provider: str) -> bool:
         """True once a provider answered 402, 403 or model-not-supported."""
         return provider in self.out
+
+    def why_out(self, provider: str) -> APIError | None:
+        """The error that put the provider out, if it is out."""
+        return self.out.get(provider)
 
     def is_ready(self, provider: str) -> bool:
         """Any provider not out is ready."""
@@ -163,5 +172,18 @@ async def call_with_failover(
             await sleep(decision.delay)
     if last_error is not None:
         raise last_error
+    raise _all_out(providers, scheduler)
+
+
+def _all_out(providers: Sequence[str], scheduler: Scheduler) -> APIError:
+    """The error for a request no provider was left to try: of the class of what put the first one out."""
+    for provider in providers:
+        cause = scheduler.why_out(provider)
+        if cause is not None:
+            error = copy.copy(cause)
+            error.message = f"no provider left to try; {provider} is out for this run: {cause.message}"
+            error.args = (error._render(),)
+            error.attempts = 0
+            return error
     names = ", ".join(providers) or "none"
-    raise ModelNotSupportedError(f"no provider left to try (providers: {names})")
+    return ModelNotSupportedError(f"no provider left to try (providers: {names})")
