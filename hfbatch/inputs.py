@@ -441,7 +441,8 @@ def _json_reason(exc: json.JSONDecodeError) -> str:
     # The document is the line plus its newline; colno would restart after that newline and
     # name "column 1" of a line that does not exist, so the line's own length is the measure.
     at = "the end of the line" if exc.pos >= len(exc.doc.rstrip()) else f"column {exc.pos + 1}"
-    return f"invalid JSON: {exc.msg} at {at}; each line must be one complete JSON object"
+    msg = exc.msg.removesuffix(" at")  # some of json's messages already end in "at"
+    return f"not valid JSON: {msg} at {at}; each line must be one complete JSON object"
 
 
 def _one_line(exc: BaseException) -> str:

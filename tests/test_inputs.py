@@ -482,10 +482,10 @@ def test_keep_columns(tmp_path: Path, kind: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        (b'{"prompt": "x"', "invalid JSON: Expecting ',' delimiter at the end of the line"),
-        (b"not json", "invalid JSON: Expecting value at column 1"),
-        (b'{"prompt": "x"} trailing', "invalid JSON: Extra data at column 17"),
-        (b'{"prompt": "x",}', "invalid JSON: Expecting property name enclosed in double quotes at column 16"),
+        (b'{"prompt": "x"', "not valid JSON: Expecting ',' delimiter at the end of the line"),
+        (b"not json", "not valid JSON: Expecting value at column 1"),
+        (b'{"prompt": "x"} trailing', "not valid JSON: Extra data at column 17"),
+        (b'{"prompt": "x",}', "not valid JSON: Expecting property name enclosed in double quotes at column 16"),
         (b"[1, 2]", "line is an array, not a JSON object"),
         (b'"just a string"', "line is a string, not a JSON object"),
         (b"42", "line is an integer, not a JSON object"),

@@ -292,6 +292,11 @@ class _Handlers:
                 headers["Retry-After"] = fault.retry_after
             self.state.record(name, int(kind))
             return _json(JSON_FAULTS[kind], int(kind), headers)
+        if kind == "leak":
+            # A misbehaving proxy that quotes the request back: the client must not repeat the token.
+            self.state.record(name, 500)
+            quoted = request.headers.get("Authorization", "")
+            return _json({"error": f"upstream refused the request (Authorization: {quoted})"}, 500, headers)
         if kind == "401":
             self.state.record(name, 401)
             return _json(BAD_TOKEN, 401, {**headers, **BAD_TOKEN_HEADERS})

@@ -45,6 +45,7 @@ FAULT_KINDS = frozenset(
         "truncate",
         "down",
         "model_not_supported",
+        "leak",
     }
 )
 PROVIDER_STATUSES = ("live", "staging", "error")
