@@ -24,8 +24,6 @@ INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 # A server may ask for a longer pause than this, but a batch run will not wait longer per request.
 MAX_RETRY_AFTER = 120.0
-# A failed Hub mapping lookup is remembered this long, so a flapping Hub is not hammered.
-MAPPING_FAILURE_TTL = 30.0
 
 # Runner.
 DEFAULT_CONCURRENCY = 64

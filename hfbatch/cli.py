@@ -75,11 +75,12 @@ def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _api(api_base: str | None, hub_url: str | None, api_key_env: str) -> Any:
+def _api(api_base: str | None, hub_url: str | None, api_key_env: str, **kw: Any) -> Any:
     from hfbatch.client import HuggingFaceAPI
     from hfbatch.credentials import resolve_token
 
-    return HuggingFaceAPI(resolve_token(api_key_env), api_base=api_base, hub_url=hub_url, api_key_env=api_key_env)
+    token = resolve_token(api_key_env)
+    return HuggingFaceAPI(token, api_base=api_base, hub_url=hub_url, api_key_env=api_key_env, **kw)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,6 +125,7 @@ def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: 
 @click.option("--system", default=None, help="System prompt.")
 @click.option("--max-tokens", type=int, default=C.DEFAULT_MAX_TOKENS, show_default=True)
 @click.option("--image", "images", multiple=True, help="Image file, URL or data URI (repeatable).")
+@click.option("--timeout", type=float, default=C.DEFAULT_TIMEOUT, show_default=True, help="Deadline per attempt, s.")
 @_connection_options
 def chat(
     model: str,
@@ -131,6 +133,7 @@ def chat(
     system: str | None,
     max_tokens: int,
     images: tuple[str, ...],
+    timeout: float,
     api_base: str | None,
     hub_url: str | None,
     api_key_env: str,
@@ -141,7 +144,7 @@ def chat(
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
     async def go() -> ChatResult | None:
-        async with _api(api_base, hub_url, api_key_env) as api:
+        async with _api(api_base, hub_url, api_key_env, timeout=timeout) as api:
             result = None
             gen = api.create_async_generator(model, messages, max_tokens=max_tokens, media=list(images) or None)
             async for item in gen:

@@ -14,8 +14,8 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
@@ -25,19 +25,23 @@ from hfbatch.credentials import token_hint
 from hfbatch.errors import (
     APIError,
     AuthenticationError,
+    MalformedResponseError,
     ModelNotSupportedError,
     error_for_status,
     map_transport_errors,
     redact,
+    redacting,
 )
 from hfbatch.failover import BasicScheduler, Scheduler, call_with_failover
 from hfbatch.hub import ProviderMapping
 from hfbatch.messages import MediaItem, Message, attach_media, calculate_length, trim_messages
-from hfbatch.retry import RetryPolicy
+from hfbatch.retry import Action, RetryPolicy, decide, env_time_scale
 from hfbatch.sse import SSEDecoder
 from hfbatch.wire import ChatResult, StreamState, parse_completion
 
 __all__ = ["ChatResult", "HuggingFaceAPI", "ProviderMapping"]
+
+_T = TypeVar("_T")
 
 
 class HuggingFaceAPI:
@@ -90,14 +94,14 @@ class HuggingFaceAPI:
     ) -> None:
         self.api_key = api_key
         self.api_base = (api_base or C.DEFAULT_API_BASE).rstrip("/")
-        hub_given = hub_url or os.environ.get("HF_ENDPOINT")
-        self.hub_url = (hub_given or C.DEFAULT_HUB_URL).rstrip("/")
-        #: HF semantics (Hub mapping, provider pinning) hold on the router or when a Hub is named.
-        self.uses_hub = self.api_base == C.DEFAULT_API_BASE or bool(hub_given)
+        self.hub_url = (hub_url or os.environ.get("HF_ENDPOINT") or C.DEFAULT_HUB_URL).rstrip("/")
+        #: HF semantics (Hub mapping, provider pinning) hold on the router, or elsewhere when a Hub is
+        #: named explicitly; HF_ENDPOINT alone (a Hub mirror) does not make another server an HF router.
+        self.uses_hub = self.api_base == C.DEFAULT_API_BASE or hub_url is not None
         self.timeout = timeout
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy(time_scale=env_time_scale())
         self.api_key_env = api_key_env
         self.scheduler: Scheduler = BasicScheduler()
         self._chat_url = f"{self.api_base}/chat/completions"
@@ -136,13 +140,20 @@ class HuggingFaceAPI:
     # -- models and providers --------------------------------------------------------------
 
     def get_model(self, model: str) -> str:
-        """Resolve an alias to a full model id; an unknown id passes through unchanged."""
+        """Resolve an alias to a full model id; an unknown id, or any id for a non-HF server, passes unchanged."""
         if not model:
             return self.default_model
+        if not self.uses_hub:
+            return model  # another server has its own names
         return self.model_aliases.get(model, model)
 
     def _secrets(self, api_key: str | None = None) -> tuple[str, ...]:
         return tuple(s for s in (api_key, self.api_key) if s)
+
+    def _require_token(self, api_key: str | None) -> None:
+        """Raise before any request when HF semantics hold and no token is set (a plain server may need none)."""
+        if self.uses_hub and not (api_key or self.api_key):
+            raise AuthenticationError(f"no token: {token_hint(self.api_key_env)}")
 
     def _headers(self, api_key: str | None, *, stream: bool = False, required: bool = True) -> dict[str, str]:
         key = api_key or self.api_key
@@ -176,7 +187,12 @@ class HuggingFaceAPI:
                 raw = await r.read()
                 if r.status >= 400:
                     raise error_for_status(r.status, raw.decode("utf-8", "replace"), provider=None)
-        data = json.loads(raw)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise MalformedResponseError("model list is not JSON", provider=self.provider_label) from None
+        if not isinstance(data, dict) or not isinstance(data.get("data", []), list):
+            raise MalformedResponseError("model list is not an OpenAI list", provider=self.provider_label)
         return [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
 
     @property
@@ -185,7 +201,7 @@ class HuggingFaceAPI:
         return urllib.parse.urlsplit(self.api_base).netloc or self.api_base
 
     async def get_mapping(self, model: str, api_key: str | None = None) -> list[ProviderMapping]:
-        """The live conversational providers of `model`, in the Hub's order; cached on success only."""
+        """The live conversational providers of `model`, in the Hub's order; cached when there are some."""
         model = self.get_model(model)
         cached = self._mappings.get(model)
         if cached is not None:
@@ -195,10 +211,27 @@ class HuggingFaceAPI:
             if (cached := self._mappings.get(model)) is not None:
                 return cached
             headers = self._headers(api_key, required=False)
-            found = await hub.fetch_mapping(self.session, self.hub_url, model, headers, self._secrets(api_key))
+            found = await self._retrying_hub(
+                lambda: hub.fetch_mapping(self.session, self.hub_url, model, headers, self._secrets(api_key))
+            )
             mapping = hub.usable(found)
-            self._mappings[model] = mapping
+            if mapping:
+                # A missing mapping is not remembered (the seed's bug): a provider may go live later.
+                self._mappings[model] = mapping
             return mapping
+
+    async def _retrying_hub(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Retry a Hub request on transient failures, so one blip does not fail a nightly run."""
+        retries = 0
+        while True:
+            try:
+                return await call()
+            except APIError as exc:
+                decision = decide(exc, retries, self.retry, other_provider_ready=False)
+                if decision.action is not Action.RETRY:
+                    raise
+            retries += 1
+            await asyncio.sleep(decision.delay)
 
     async def providers_for(self, model: str, api_key: str | None = None) -> list[str]:
         """Provider names to try for `model`, in order; raise ModelNotSupportedError when none."""
@@ -230,14 +263,16 @@ class HuggingFaceAPI:
             body.update(params)
         body["stream"] = False
         data = json.dumps(body, ensure_ascii=False).encode()
-        headers = self._headers(api_key)
-        with map_transport_errors(provider):
-            async with asyncio.timeout(self.timeout):
-                async with self.session.post(self._chat_url, data=data, headers=headers) as resp:
-                    raw = await resp.read()
-                    if resp.status >= 400:
-                        raise self._status_error(resp, raw, provider, api_key)
-        return parse_completion(raw, provider, model)
+        headers = self._headers(api_key, required=self.uses_hub)
+        # Errors built from a reply's content (200 with an error, bad JSON) may quote the token.
+        with redacting(self._secrets(api_key)):
+            with map_transport_errors(provider):
+                async with asyncio.timeout(self.timeout):
+                    async with self.session.post(self._chat_url, data=data, headers=headers) as resp:
+                        raw = await resp.read()
+                        if resp.status >= 400:
+                            raise self._status_error(resp, raw, provider, api_key)
+            return parse_completion(raw, provider, model)
 
     def _status_error(self, resp: aiohttp.ClientResponse, raw: bytes, provider: str, api_key: str | None) -> APIError:
         body = redact(raw.decode("utf-8", "replace"), self._secrets(api_key))
@@ -259,23 +294,28 @@ class HuggingFaceAPI:
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
         data = json.dumps(body, ensure_ascii=False).encode()
-        headers = self._headers(api_key, stream=True)
+        headers = self._headers(api_key, stream=True, required=self.uses_hub)
         state = StreamState(provider, model)
         decoder = SSEDecoder()
         parts: list[str] = []
         started = time.monotonic()
-        with map_transport_errors(provider):
-            async with asyncio.timeout(self.timeout):
-                async with self.session.post(self._chat_url, data=data, headers=headers) as resp:
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        # In-stream errors and malformed chunks may quote the token.
+        with redacting(self._secrets(api_key)):
+            with map_transport_errors(provider):
+                # The deadline bounds each wait on the server, never a yield: a timeout spanning a
+                # yield would fire in the caller's code as a bare CancelledError.
+                resp = await _by(deadline, self.session.post(self._chat_url, data=data, headers=headers))
+                async with resp:
                     if resp.status >= 400:
-                        raise self._status_error(resp, await resp.read(), provider, api_key)
+                        raise self._status_error(resp, await _by(deadline, resp.read()), provider, api_key)
                     if "event-stream" not in resp.headers.get("Content-Type", "event-stream"):
                         # A server that ignored "stream": answer with the whole reply at once.
-                        result = parse_completion(await resp.read(), provider, model)
+                        result = parse_completion(await _by(deadline, resp.read()), provider, model)
                         yield result.text
                         yield result
                         return
-                    async for chunk in resp.content.iter_any():
+                    while chunk := await _by(deadline, resp.content.readany()):
                         for payload in decoder.feed(chunk):
                             if text := state.feed(payload):
                                 parts.append(text)
@@ -286,7 +326,7 @@ class HuggingFaceAPI:
                         if text := state.feed(payload):
                             parts.append(text)
                             yield text
-        result = state.finish("".join(parts))
+            result = state.finish("".join(parts))
         result.latency = time.monotonic() - started
         yield result
 
@@ -316,6 +356,7 @@ class HuggingFaceAPI:
         **params: Any,
     ) -> ChatResult:
         """The whole reply (text, finish reason, usage, provider, attempts), failing over as needed."""
+        self._require_token(api_key)
         model = self.get_model(model or (self.default_vision_model if media else ""))
         order = list(providers) if providers else await self.providers_for(model, api_key)
         prepared = self.prepare_messages(messages, max_input_length=max_input_length, media=media)
@@ -341,14 +382,18 @@ class HuggingFaceAPI:
 
         A failure after text has been yielded is raised: the caller has already shown it.
         """
+        self._require_token(api_key)
         model = self.get_model(model or (self.default_vision_model if media else ""))
         order = await self.providers_for(model, api_key)
         prepared = self.prepare_messages(messages, max_input_length=max_input_length, media=media)
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         queue: asyncio.Queue[str | ChatResult | None] = asyncio.Queue()
+        attempts = 0
 
         async def send(provider: str) -> ChatResult:
+            nonlocal attempts
+            attempts += 1
             started = False
             try:
                 async for item in self.stream(model, prepared, provider=provider, params=params, api_key=api_key):
@@ -359,6 +404,8 @@ class HuggingFaceAPI:
             except APIError as exc:
                 if started:
                     # The caller has shown part of this reply: another provider's would not continue it.
+                    # It leaves the fail-over loop before that loop counts attempts, so count them here.
+                    exc.attempts = attempts
                     raise _StreamBroken(exc) from exc
                 raise
             raise AssertionError("stream() ends with its result")
@@ -386,6 +433,12 @@ class HuggingFaceAPI:
     def calculate_length(messages: Sequence[Message]) -> int:
         """Characters of content plus 16 per message, as the seed measured prompts."""
         return calculate_length(messages)
+
+
+async def _by(deadline: float, awaitable: Awaitable[_T]) -> _T:
+    """Await `awaitable`, raising TimeoutError if the loop's clock passes `deadline` first."""
+    async with asyncio.timeout_at(deadline):
+        return await awaitable
 
 
 class _StreamBroken(Exception):

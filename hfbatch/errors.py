@@ -52,6 +52,7 @@ __all__ = [
     "error_for_status",
     "map_transport_errors",
     "redact",
+    "redacting",
 ]
 
 _MAX_BODY_IN_MESSAGE = 300
@@ -103,6 +104,13 @@ class APIError(HfbatchError):
         #: Attempts made for the request when it finally failed (set by the fail-over loop).
         self.attempts = 1
         super().__init__(self._render())
+
+    def scrub(self, secrets: tuple[str, ...]) -> None:
+        """Remove every secret from the message and the kept body, in place."""
+        self.message = redact(self.message, secrets)
+        if self.body is not None:
+            self.body = redact(self.body, secrets)
+        self.args = (self._render(),)
 
     def _render(self) -> str:
         where = f" from {self.provider}" if self.provider else ""
@@ -180,6 +188,16 @@ def redact(text: str, secrets: Iterator[str] | list[str] | tuple[str, ...]) -> s
         if secret and len(secret) >= 4:
             text = text.replace(secret, _REDACTED)
     return text
+
+
+@contextlib.contextmanager
+def redacting(secrets: tuple[str, ...]) -> Iterator[None]:
+    """Scrub `secrets` from any APIError raised inside: a reply's content may echo the token."""
+    try:
+        yield
+    except APIError as exc:
+        exc.scrub(secrets)
+        raise
 
 
 def _error_message(body: str) -> tuple[str, str | None]:

@@ -126,8 +126,8 @@ async def call_with_failover(
     """Send on each provider in turn, retrying per `policy`, until one succeeds.
 
     Raises the last error when every provider failed, at once for errors that no
-    provider would answer differently (a bad request, a wrong token), and
-    ModelNotSupportedError when no provider was left to try.
+    provider would answer differently (a bad request, a wrong token); when no
+    provider was left to try, an error of the class of what put the first one out.
     """
     attempts = 0
     last_error: APIError | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import math
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from hfbatch.errors import (
     RateLimitError,
 )
 
-__all__ = ["Action", "Decision", "RetryPolicy", "backoff_delay", "decide", "parse_retry_after"]
+__all__ = ["Action", "Decision", "RetryPolicy", "backoff_delay", "decide", "env_time_scale", "parse_retry_after"]
 
 
 class Action(enum.Enum):
@@ -56,6 +57,16 @@ class Decision:
 
     action: Action
     delay: float = 0.0
+
+
+def env_time_scale() -> float:
+    """The delay multiplier from HFBATCH_TIME_SCALE (tests make every wait tiny); 1 when unset or invalid."""
+    raw = os.environ.get(C.TIME_SCALE_ENV)
+    try:
+        scale = float(raw) if raw else 1.0
+    except ValueError:
+        return 1.0
+    return scale if math.isfinite(scale) and scale >= 0 else 1.0
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -92,7 +103,10 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 
 def backoff_delay(retries_taken: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
     """Exponential backoff with jitter: between 75% and 100% of min(initial * 2**n, max)."""
-    base = min(policy.initial_delay * 2.0 ** max(0, retries_taken), policy.max_delay)
+    try:
+        base = min(policy.initial_delay * 2.0 ** max(0, retries_taken), policy.max_delay)
+    except OverflowError:  # 2.0 ** 1024 and up: long past the cap (max_retries has no upper bound)
+        base = policy.max_delay
     jitter = 1.0 - 0.25 * (rng.random() if rng is not None else random.random())
     return base * jitter * policy.time_scale
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from hfbatch.inputs import BadRow, InputSpec, Row, input_fingerprint, open_input
 from hfbatch.jobspec import JobSpec
 from hfbatch.manifest import check_manifest, hold_lock, manifest_path, remove_outputs, write_manifest
 from hfbatch.outputs import ErrorLog, ResultSink, journal_path, open_sink
-from hfbatch.retry import RetryPolicy
+from hfbatch.retry import RetryPolicy, env_time_scale
 from hfbatch.scheduler import ProviderPool
 from hfbatch.stats import RunStats, write_json_atomic
 from hfbatch.wire import ChatResult
@@ -67,15 +66,6 @@ class RunControl:
         if self.draining.is_set():
             self.now.set()
         self.draining.set()
-
-
-def time_scale() -> float:
-    """The delay multiplier from HFBATCH_TIME_SCALE (tests make every wait tiny)."""
-    raw = os.environ.get(C.TIME_SCALE_ENV)
-    try:
-        return float(raw) if raw else 1.0
-    except ValueError:
-        return 1.0
 
 
 def _result_record(row: Row, result: ChatResult) -> dict[str, Any]:
@@ -174,7 +164,7 @@ async def run_job(
                     "use --restart to replace it or --force to add to it"
                 )
         done = IdSet(sink.done_ids())
-        scale = time_scale()
+        scale = env_time_scale()
         async with _client_for(spec, scale) as api:
             providers = list(spec.providers) or await api.providers_for(spec.model)
             model = api.get_model(spec.model)

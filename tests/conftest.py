@@ -65,16 +65,17 @@ async def make_client(fast_policy: RetryPolicy) -> AsyncIterator[MakeClient]:
     """A factory: `make_client(sim, token=..., **kw)` builds an HuggingFaceAPI on the sim; closed at teardown.
 
     The token defaults to the one the sim accepts (`token=None` gives none); keyword arguments override the
-    fast retry policy, the test timeout, or anything else `HuggingFaceAPI` takes
+    sim's addresses, the fast retry policy, the test timeout, or anything else `HuggingFaceAPI` takes
     (pass `hub_url=None` for plain OpenAI-compatible mode).
     """
     clients: list[HuggingFaceAPI] = []
 
     def make(sim: SimServer, token: str | None = SIM_TOKEN, **kw: Any) -> HuggingFaceAPI:
+        kw.setdefault("api_base", sim.api_base)
         kw.setdefault("hub_url", sim.hub_url)
         kw.setdefault("retry", fast_policy)
         kw.setdefault("timeout", TEST_TIMEOUT)
-        api = HuggingFaceAPI(sim.config.token if token is SIM_TOKEN else token, api_base=sim.api_base, **kw)
+        api = HuggingFaceAPI(sim.config.token if token is SIM_TOKEN else token, **kw)
         clients.append(api)
         return api
 
