@@ -112,6 +112,28 @@ class InputReader:
     def __repr__(self) -> str:
         return f"InputReader({str(self.path)!r}, format={self.format!r})"
 
+    def count_rows(self) -> int | None:
+        """How many rows the input holds, for progress and ETA: exact for Parquet, lines for JSONL.
+
+        A gzipped input would have to be decompressed twice, so it is not counted (None).
+        """
+        if self.format == "parquet":
+            total = 0
+            for part in self._parts or (self.path,):
+                pf = _open_parquet(part)
+                total += pf.metadata.num_rows
+                pf.close()
+            return total
+        if self._gzipped:
+            return None
+        lines = 0
+        last = b"\n"
+        with open(self.path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        return lines + (last != b"\n")
+
     def _iter_jsonl(self) -> Generator[Row | BadRow, None, None]:
         build = self._builder.build
         loads = _DECODER.decode

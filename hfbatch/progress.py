@@ -38,9 +38,11 @@ class Progress:
         elapsed = now - self.started
         processed = stats.rows_done + stats.rows_failed
         rate = processed / elapsed if elapsed > 0 else 0.0
+        eta = _eta(stats, rate)
         return (
             f"hfbatch: {stats.rows_done} done, {stats.rows_failed} failed, {stats.rows_bad} bad input, "
             f"{stats.rows_skipped} already done; {rate:.1f} rows/s; {elapsed:.0f}s elapsed"
+            + (f", about {eta:.0f}s left" if eta is not None else "")
         )
 
     def _draw_bar(self, stats: RunStats) -> None:
@@ -49,7 +51,10 @@ class Progress:
 
             self._bar = tqdm(file=self.stream, unit="row", dynamic_ncols=True, desc="hfbatch")
         bar = self._bar
-        bar.n = stats.rows_done + stats.rows_failed + stats.rows_bad
+        if stats.rows_total is not None and bar.total is None:
+            bar.total = stats.rows_total
+        # Rows an earlier run finished count as progress here too, so the bar ends full.
+        bar.n = stats.rows_done + stats.rows_failed + stats.rows_bad + stats.rows_skipped
         bar.set_postfix_str(
             f"done={stats.rows_done} failed={stats.rows_failed} skipped={stats.rows_skipped}", refresh=False
         )
@@ -65,3 +70,11 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _eta(stats: RunStats, rate: float) -> float | None:
+    """Seconds left at the current rate, when the input's size is known."""
+    if stats.rows_total is None or rate <= 0:
+        return None
+    left = stats.rows_total - stats.rows_done - stats.rows_failed - stats.rows_bad - stats.rows_skipped
+    return max(0, left) / rate

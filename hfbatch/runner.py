@@ -238,12 +238,13 @@ class _Run:
         stopped: tuple[ExitCode, str] | None = None
         try:
             async with asyncio.TaskGroup() as tg:
+                counter = tg.create_task(self._count(reader))
                 flusher = tg.create_task(self._flush_periodically())
                 feeder = tg.create_task(self._feed(reader))
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
                 watcher = tg.create_task(self._watch_stop(feeder, workers))
                 await asyncio.gather(*workers, return_exceptions=True)
-                for t in (flusher, watcher, feeder):
+                for t in (counter, flusher, watcher, feeder):
                     t.cancel()
         except* AuthenticationError as group:
             stopped = ExitCode.AUTH, f"stopped: {group.exceptions[0]}"
@@ -257,6 +258,10 @@ class _Run:
         if self.control.draining.is_set():
             return ExitCode.INTERRUPTED, "stopped before the end; rerun the same command to resume"
         return ExitCode.OK, None
+
+    async def _count(self, reader: Any) -> None:
+        # Off the event loop: a large JSONL takes a moment; until then progress shows no ETA.
+        self.stats.rows_total = await asyncio.to_thread(reader.count_rows)
 
     async def _flush_periodically(self) -> None:
         while True:

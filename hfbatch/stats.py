@@ -132,6 +132,7 @@ class RunStats:
         self.rows_skipped = 0  # already in the output from an earlier run
         self.rows_bad = 0  # bad input rows, sent to the errors file
         self.rows_seen = 0
+        self.rows_total: int | None = None  # the input's size when known up front, for ETA
 
     def provider(self, name: str) -> ProviderStats:
         """The stats of `name`, created on first use."""

@@ -51,3 +51,34 @@ def test_plain_progress_lines_are_spaced_by_the_interval() -> None:
     for _ in range(100):
         progress(RunStats())
     assert stream.getvalue() == ""
+
+
+def test_plain_progress_gives_time_left_when_the_input_size_is_known() -> None:
+    """With the input's row count known, the plain line says about how long is left."""
+    stream = io.StringIO()
+    progress = Progress(stream, interval=0.0)
+    stats = RunStats()
+    stats.rows_total, stats.rows_done = 100, 10
+    progress(stats)
+    assert "s left" in stream.getvalue()
+
+
+def test_count_rows_of_each_input_format(tmp_path: Path) -> None:
+    """Rows are counted from Parquet metadata and JSONL lines; a gzipped input is not counted."""
+    import gzip
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hfbatch.inputs import InputSpec, open_input
+
+    lines = "".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(37))
+    (tmp_path / "a.jsonl").write_text(lines.rstrip("\n"))  # no newline after the last line
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    pq.write_table(pa.table({"prompt": [f"p{i}" for i in range(41)]}), tmp_path / "c.parquet", row_group_size=10)
+    counts = {}
+    for name in ("a.jsonl", "b.jsonl.gz", "c.parquet"):
+        with open_input(InputSpec(path=tmp_path / name)) as reader:
+            counts[name] = reader.count_rows()
+    assert counts == {"a.jsonl": 37, "b.jsonl.gz": None, "c.parquet": 41}
