@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchlib import free_port, run_measured, wait_for_port
 
 SIM_CONFIG = """
 token = "hf_bench"
@@ -26,13 +26,6 @@ id = "bench/model"
   [[models.providers]]
   name = "fast"
 """
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_parquet(path: Path, rows: int) -> None:
@@ -44,17 +37,6 @@ def make_parquet(path: Path, rows: int) -> None:
         for start in range(0, rows, 65_536):
             n = min(65_536, rows - start)
             writer.write_table(pa.table({"prompt": [f"short prompt {i}" for i in range(start, start + n)]}))
-
-
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
-    """Block until something listens on the port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"simulator did not start on port {port}")
 
 
 def measure(workdir: Path, rows: int, port: int, concurrency: int) -> dict[str, float]:
@@ -86,19 +68,16 @@ def measure(workdir: Path, rows: int, port: int, concurrency: int) -> dict[str, 
         f"http://127.0.0.1:{port}",
     ]
     env = {**os.environ, "HF_TOKEN": "hf_bench"}
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"hfbatch run exited {os.waitstatus_to_exitcode(status)} for {rows} rows")
+    usage = run_measured(cmd, env=env)
+    if usage.exit_code != 0:
+        raise RuntimeError(f"hfbatch run exited {usage.exit_code} for {rows} rows")
     done = json.loads(out.with_name(out.name + ".stats.json").read_text())["rows"]["done"]
     return {
         "rows": rows,
         "done": done,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        "wall_s": wall,
-        "rows_per_s": rows / wall,
+        "peak_rss_mb": usage.peak_rss_mb,
+        "wall_s": usage.wall_s,
+        "rows_per_s": rows / usage.wall_s,
     }
 
 

@@ -31,10 +31,20 @@ class IdSet:
                 return False
             self._bits[byte] |= bit
             return True
-        if key in self._other:
-            return False
-        self._other.add(key)
-        return True
+        other = self._other
+        size = len(other)
+        other.add(key)
+        return len(other) != size
+
+    def update(self, keys: Iterable[Any]) -> None:
+        """Add every key."""
+        add = self.add
+        for key in keys:
+            add(key)
+
+    def update_strings(self, keys: Iterable[str]) -> None:
+        """Add keys known to be strings, at the speed of set.update."""
+        self._other.update(keys)
 
     def __contains__(self, key: Any) -> bool:
         if type(key) is int and 0 <= key < _BITMAP_LIMIT:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BadRow", "Row", "RowBuilder", "template_fields"]
+__all__ = ["BadRow", "DoneRow", "Row", "RowBuilder", "template_fields"]
 
 # Per-row request overrides read from a row's top level. Kept short on purpose: a top-level
 # column is often plain user data, so only names that can mean nothing else are taken.
@@ -75,6 +76,14 @@ class BadRow:
     id: str | int | None = None
 
 
+@dataclass(slots=True)  # not frozen: a frozen init costs twice as much, and a resume makes millions
+class DoneRow:
+    """A row whose id an earlier run finished: only its position and id were read."""
+
+    index: int
+    id: str | int
+
+
 class _Bad(Exception):
     """Raised inside `RowBuilder` to turn the current row into a BadRow."""
 
@@ -128,7 +137,7 @@ def _strip_nulls(message: dict[str, Any]) -> dict[str, Any]:
 class RowBuilder:
     """Applies an input spec's rules to one record; shared by every input format."""
 
-    __slots__ = ("_fields", "_id_column", "_keep", "_nulls_in_structs", "_prompt", "_system", "_template")
+    __slots__ = ("_fields", "_id_column", "_keep", "_nulls_in_structs", "_prompt", "_system", "_template", "done")
 
     def __init__(
         self,
@@ -147,13 +156,17 @@ class RowBuilder:
         self._keep = keep_columns
         self._system = system or None
         self._nulls_in_structs = nulls_in_structs
+        #: Ids already done: such rows come back as DoneRow without being built (resume stays cheap).
+        self.done: Container[Any] | None = None
 
-    def build(self, obj: dict[str, Any], index: int, where: str, number: int) -> Row | BadRow:
+    def build(self, obj: dict[str, Any], index: int, where: str, number: int) -> Row | BadRow | DoneRow:
         """Turn one record into a Row, or a BadRow located at f"{where} {number}"."""
         try:
             row_id = self._row_id(obj, index)
         except _Bad as exc:
             return BadRow(index, f"{where} {number}", exc.reason)
+        if self.done is not None and row_id in self.done:
+            return DoneRow(index, row_id)
         try:
             messages, params = self._messages(obj)
             system = obj.get("system")
@@ -178,6 +191,11 @@ class RowBuilder:
         except _Bad as exc:
             return BadRow(index, f"{where} {number}", exc.reason, row_id)
         return Row(index, row_id, messages, params, images, keep)
+
+    @property
+    def leading_id_key(self) -> str:
+        """The key whose value is the row's id whenever it is a record's first key."""
+        return self._id_column or "id"
 
     def _row_id(self, obj: dict[str, Any], index: int) -> str | int:
         if self._id_column is not None:

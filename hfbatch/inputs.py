@@ -14,19 +14,21 @@ import hashlib
 import io
 import json
 import os
+import re
 import weakref
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Container, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
 from hfbatch.errors import InputError
-from hfbatch.input_rows import ROW_PARAMS, BadRow, Row, RowBuilder, kind_of, template_fields
+from hfbatch.input_rows import ROW_PARAMS, BadRow, DoneRow, Row, RowBuilder, kind_of, template_fields
 
-__all__ = ["BadRow", "InputReader", "InputSpec", "Row", "input_fingerprint", "open_input"]
+__all__ = ["BadRow", "DoneRow", "InputReader", "InputSpec", "Row", "input_fingerprint", "open_input"]
 
+_SAMPLE_FOR_ESTIMATE = 4 << 20
 SUPPORTED = ".jsonl, .jsonl.gz, .parquet, or a folder of .parquet part files"
 
 # Rows converted to Python objects at a time; a batch is the unit of Parquet memory.
@@ -81,16 +83,21 @@ class InputReader:
         self._parts = parts
         self._columns = columns
         self._folder = path.is_dir()
-        self._live: weakref.WeakSet[Generator[Row | BadRow, None, None]] = weakref.WeakSet()
+        self._live: weakref.WeakSet[Generator[Row | BadRow | DoneRow, None, None]] = weakref.WeakSet()
         self._closed = False
 
-    def __iter__(self) -> Iterator[Row | BadRow]:
+    def __iter__(self) -> Iterator[Row | BadRow | DoneRow]:
         """Stream the rows in input order; raises InputError only if the file itself breaks."""
         if self._closed:
             raise ValueError(f"the reader for {self.path} is closed")
         gen = self._iter_jsonl() if self.format == "jsonl" else self._iter_parquet()
         self._live.add(gen)
         return gen
+
+    def rows(self, done: Container[Any] | None = None) -> Iterator[Row | BadRow | DoneRow]:
+        """Stream the rows; a row whose id is in `done` comes back as a DoneRow, without being built."""
+        self._builder.done = done
+        return iter(self)
 
     def close(self) -> None:
         """Stop every iteration in progress and release its file."""
@@ -112,10 +119,12 @@ class InputReader:
     def __repr__(self) -> str:
         return f"InputReader({str(self.path)!r}, format={self.format!r})"
 
-    def count_rows(self) -> int | None:
-        """How many rows the input holds, for progress and ETA: exact for Parquet, lines for JSONL.
+    def estimate_rows(self) -> int | None:
+        """About how many rows the input holds, for progress and ETA.
 
-        A gzipped input would have to be decompressed twice, so it is not counted (None).
+        Exact for Parquet (its metadata) and for a JSONL file of up to 4 MiB; a larger
+        JSONL is judged from its size and the line length of its first 4 MiB, so a
+        resumed run does not read its input twice. A gzipped input is not judged (None).
         """
         if self.format == "parquet":
             total = 0
@@ -126,17 +135,21 @@ class InputReader:
             return total
         if self._gzipped:
             return None
-        lines = 0
-        last = b"\n"
+        size = self.path.stat().st_size
         with open(self.path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-        return lines + (last != b"\n")
+            head = f.read(_SAMPLE_FOR_ESTIMATE)
+        lines = head.count(b"\n") + (not head.endswith(b"\n") and len(head) == size)
+        if len(head) == size or not lines:
+            return lines
+        return round(size * lines / len(head))
 
-    def _iter_jsonl(self) -> Generator[Row | BadRow, None, None]:
+    def _iter_jsonl(self) -> Generator[Row | BadRow | DoneRow, None, None]:
         build = self._builder.build
         loads = _DECODER.decode
+        done = self._builder.done
+        # A line whose leading id is already done is not parsed again: it was a valid row when it was
+        # done, and the manifest checks the input has not changed since. This keeps a resume cheap.
+        leading_id = _leading_id_pattern(self._builder.leading_id_key).match if done is not None else None
         index = 0
         lineno = 0
         try:
@@ -153,7 +166,17 @@ class InputReader:
                             continue
                     if raw.isspace():
                         continue
-                    item: Row | BadRow
+                    item: Row | BadRow | DoneRow
+                    if leading_id is not None and done is not None and (m := leading_id(raw)) is not None:
+                        text, number = m.group(1, 2)
+                        try:
+                            key: str | int = text.decode() if text is not None else int(number)
+                        except UnicodeDecodeError:
+                            key = ""
+                        if key != "" and key in done:
+                            yield DoneRow(index, key)
+                            index += 1
+                            continue
                     try:
                         obj = loads(raw.decode())
                     except UnicodeDecodeError:
@@ -178,7 +201,7 @@ class InputReader:
                     "the file is truncated or corrupt, so re-create or re-download it"
                 ) from exc
 
-    def _iter_parquet(self) -> Generator[Row | BadRow, None, None]:
+    def _iter_parquet(self) -> Generator[Row | BadRow | DoneRow, None, None]:
         import pyarrow as pa
 
         build = self._builder.build
@@ -457,6 +480,12 @@ def _schema_difference(expected: Any, actual: Any) -> str | None:
         return f"lacks column(s) {', '.join(lacking)}"
     name = next(n for n in want if want[n] != have[n])
     return f"has column {name} as {have[name]} instead of {want[name]}"
+
+
+def _leading_id_pattern(key: str) -> re.Pattern[bytes]:
+    """Matches a JSON line whose first key is `key` with a plain string or integer value."""
+    name = re.escape(json.dumps(key).encode())
+    return re.compile(rb"\{\s*" + name + rb'\s*:\s*(?:"([^"\\\n]*)"|(-?(?:0|[1-9][0-9]*))\s*[,}])')
 
 
 def _json_reason(exc: json.JSONDecodeError) -> str:

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hfbatch.errors import UsageError
+from hfbatch.idset import IdSet
 
 __all__ = ["ErrorLog", "ResultSink", "journal_path", "open_sink"]
 
 _ID_PREFIX = b'{"id": '
+# Our records begin with the id; these find it in every line of a block (with a newline put before
+# it) at once. The literal prefix lets the regex engine skip ahead, five times faster than "^".
+_STRING_IDS = re.compile(rb'\n\{"id": "([^"\\\n]*)"[,}]')
+_INT_IDS = re.compile(rb'\n\{"id": (-?[0-9]+)[,}]')
+_SCAN_BLOCK = 4 << 20
 _DECODER = json.JSONDecoder()
 _PARQUET_CHUNK = 10_000
 
@@ -34,40 +41,70 @@ def _dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
-def scan_journal(path: Path) -> tuple[list[Any], int]:
-    """The ids of the whole records in a journal, and the byte length they fill.
+def _record_id(line: bytes) -> Any:
+    """The id of one journal line; our records start with it, so most need no full parse."""
+    if line.startswith(_ID_PREFIX):
+        if line[7:8] == b'"':
+            end = line.find(b'"', 8)
+            if end > 0 and b"\\" not in line[8:end]:
+                return line[8:end].decode("utf-8")
+        return _DECODER.raw_decode(line.decode("utf-8"), len(_ID_PREFIX))[0]
+    return json.loads(line)["id"]
+
+
+def scan_journal(path: Path, ids: IdSet) -> int:
+    """Add the id of every whole record in a journal to `ids`; return the byte length they fill.
 
     Records are written whole, newline last, so a line without its newline is a torn
-    write; so is anything after a line that does not parse.
+    write; so is anything after a line that does not parse. Blocks whose every line
+    starts with a plain string or integer id are read by a regex, not line by line:
+    a resume over a million done rows reads its output at C speed.
     """
-    ids: list[Any] = []
     good = 0
+    tail = b""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        return ids, 0
+        return 0
     with f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                if line.startswith(_ID_PREFIX):
-                    # Our own records start with the id: decode just that value.
-                    ids.append(_DECODER.raw_decode(line.decode("utf-8"), len(_ID_PREFIX))[0])
-                else:
-                    ids.append(json.loads(line)["id"])
-            except (ValueError, KeyError, TypeError, IndexError):
-                break
-            good += len(line)
-    return ids, good
+        while chunk := f.read(_SCAN_BLOCK):
+            data = tail + chunk
+            cut = data.rfind(b"\n") + 1
+            block, tail = data[:cut], data[cut:]
+            lines = block.count(b"\n")
+            if (found := _STRING_IDS.findall(b"\n" + block)) and len(found) == lines:
+                ids.update_strings(map(bytes.decode, found))
+            elif (found := _INT_IDS.findall(b"\n" + block)) and len(found) == lines:
+                ids.update(map(int, found))
+            else:
+                taken = _scan_lines(block, ids)
+                good += taken
+                if taken < len(block):
+                    return good
+                continue
+            good += len(block)
+    return good
+
+
+def _scan_lines(block: bytes, ids: IdSet) -> int:
+    """Add ids line by line (mixed or escaped ids); return the length up to the first bad line."""
+    taken = 0
+    for line in block.splitlines(keepends=True):
+        try:
+            ids.add(_record_id(line))
+        except (ValueError, KeyError, TypeError, IndexError):
+            break
+        taken += len(line)
+    return taken
 
 
 class _Journal:
     """Append-only JSONL records, flushed to the OS in batches."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, good: int | None = None) -> None:
         self.path = path
-        _, good = scan_journal(path)
+        if good is None:
+            good = scan_journal(path, IdSet())
         try:
             if path.exists() and path.stat().st_size != good:
                 with open(path, "r+b") as f:
@@ -109,16 +146,18 @@ class ResultSink:
         self.parquet = output.suffix == ".parquet"
         self._journal_path = journal_path(output) if self.parquet else output
         self._journal: _Journal | None = None
+        self._good: int | None = None
 
-    def done_ids(self) -> Iterator[Any]:
-        """Ids already in the output (and, for Parquet, in a journal a crash left)."""
+    def load_done(self, ids: IdSet) -> None:
+        """Add every id already in the output (and, for Parquet, in a journal a crash left) to `ids`."""
         if self.parquet and self.output.exists():
-            yield from _parquet_ids(self.output)
-        yield from scan_journal(self._journal_path)[0]
+            ids.update(_parquet_ids(self.output))
+        # Remembered so that `open` need not read the journal a second time.
+        self._good = scan_journal(self._journal_path, ids)
 
     def open(self) -> None:
         """Open the journal for appending, cutting off a torn last record first."""
-        self._journal = _Journal(self._journal_path)
+        self._journal = _Journal(self._journal_path, self._good)
 
     def add(self, record: dict[str, Any]) -> None:
         """Queue one result record (flushed by `flush`)."""

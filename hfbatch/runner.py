@@ -22,7 +22,7 @@ from hfbatch.credentials import resolve_token, token_hint
 from hfbatch.errors import APIError, AuthenticationError, UsageError
 from hfbatch.failover import call_with_failover
 from hfbatch.idset import IdSet
-from hfbatch.inputs import BadRow, InputSpec, Row, input_fingerprint, open_input
+from hfbatch.inputs import BadRow, DoneRow, InputSpec, Row, input_fingerprint, open_input
 from hfbatch.jobspec import JobSpec
 from hfbatch.manifest import check_manifest, hold_lock, manifest_path, remove_outputs, write_manifest
 from hfbatch.outputs import ErrorLog, ResultSink, journal_path, open_sink
@@ -163,7 +163,8 @@ async def run_job(
                     f"{spec.output} exists but was not written by hfbatch (no manifest beside it); "
                     "use --restart to replace it or --force to add to it"
                 )
-        done = IdSet(sink.done_ids())
+        done = IdSet()
+        sink.load_done(done)
         scale = env_time_scale()
         async with _client_for(spec, scale) as api:
             providers = list(spec.providers) or await api.providers_for(spec.model)
@@ -261,7 +262,7 @@ class _Run:
 
     async def _count(self, reader: Any) -> None:
         # Off the event loop: a large JSONL takes a moment; until then progress shows no ETA.
-        self.stats.rows_total = await asyncio.to_thread(reader.count_rows)
+        self.stats.rows_total = await asyncio.to_thread(reader.estimate_rows)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -285,9 +286,9 @@ class _Run:
     async def _feed(self, reader: Any) -> None:
         seen = IdSet()
         stats = self.stats
-        for n, item in enumerate(reader):
+        for n, item in enumerate(reader.rows(self.done)):
             stats.rows_seen += 1
-            if isinstance(item, BadRow):
+            if type(item) is BadRow:
                 self._bad(item.index, item.where, item.id, item.reason)
             elif not seen.add(item.id):
                 self._bad(
@@ -296,7 +297,7 @@ class _Run:
                     item.id,
                     f"duplicate id {item.id!r}: an earlier row has it; ids must be unique",
                 )
-            elif item.id in self.done:
+            elif type(item) is DoneRow:
                 stats.rows_skipped += 1
             else:
                 await self.queue.put(item)

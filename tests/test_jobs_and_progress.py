@@ -64,7 +64,7 @@ def test_plain_progress_gives_time_left_when_the_input_size_is_known() -> None:
 
 
 def test_count_rows_of_each_input_format(tmp_path: Path) -> None:
-    """Rows are counted from Parquet metadata and JSONL lines; a gzipped input is not counted."""
+    """Small inputs are counted exactly (Parquet metadata, JSONL lines); a gzipped input is not judged."""
     import gzip
     import json
 
@@ -80,5 +80,20 @@ def test_count_rows_of_each_input_format(tmp_path: Path) -> None:
     counts = {}
     for name in ("a.jsonl", "b.jsonl.gz", "c.parquet"):
         with open_input(InputSpec(path=tmp_path / name)) as reader:
-            counts[name] = reader.count_rows()
+            counts[name] = reader.estimate_rows()
     assert counts == {"a.jsonl": 37, "b.jsonl.gz": None, "c.parquet": 41}
+
+
+def test_estimate_of_a_large_jsonl_is_close(tmp_path: Path) -> None:
+    """A JSONL past the sampled head is estimated within a few percent of its line count."""
+    import json
+
+    from hfbatch.inputs import InputSpec, open_input
+
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as f:
+        for i in range(150_000):
+            f.write(json.dumps({"id": i, "prompt": "x" * (i % 50)}) + "\n")
+    with open_input(InputSpec(path=path)) as reader:
+        estimate = reader.estimate_rows()
+    assert estimate is not None and abs(estimate - 150_000) < 150_000 * 0.05
