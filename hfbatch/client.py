@@ -29,8 +29,6 @@ from hfbatch.errors import (
     ModelNotSupportedError,
     error_for_status,
     map_transport_errors,
-    redact,
-    redacting,
 )
 from hfbatch.failover import BasicScheduler, Scheduler, call_with_failover
 from hfbatch.hub import ProviderMapping
@@ -40,6 +38,9 @@ from hfbatch.sse import SSEDecoder
 from hfbatch.wire import ChatResult, StreamState, parse_completion
 
 __all__ = ["ChatResult", "HuggingFaceAPI", "ProviderMapping"]
+
+# Compact and UTF-8: request bodies are built once per attempt, so the encoder is built once.
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _T = TypeVar("_T")
 
@@ -109,6 +110,7 @@ class HuggingFaceAPI:
         self._mappings: dict[str, list[ProviderMapping]] = {}
         self._mapping_locks: dict[str, asyncio.Lock] = {}
         self._models: list[str] | None = None
+        self._header_cache: dict[tuple[str | None, bool, bool], dict[str, str]] = {}
 
     # -- session ---------------------------------------------------------------------------
 
@@ -119,10 +121,8 @@ class HuggingFaceAPI:
             self._session = aiohttp.ClientSession(
                 # The runner bounds concurrency; aiohttp's default cap of 100 would silently lower it.
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.connect_timeout, sock_read=self.idle_timeout
-                ),
-                headers={"User-Agent": "hfbatch/0.1"},
+                # Whole replies: one deadline timer per request, aiohttp's own (no per-read timer).
+                timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=self.connect_timeout),
             )
         return self._session
 
@@ -148,6 +148,8 @@ class HuggingFaceAPI:
         return self.model_aliases.get(model, model)
 
     def _secrets(self, api_key: str | None = None) -> tuple[str, ...]:
+        if api_key is None and self.api_key is not None:
+            return (self.api_key,)
         return tuple(s for s in (api_key, self.api_key) if s)
 
     def _require_token(self, api_key: str | None) -> None:
@@ -157,12 +159,17 @@ class HuggingFaceAPI:
 
     def _headers(self, api_key: str | None, *, stream: bool = False, required: bool = True) -> dict[str, str]:
         key = api_key or self.api_key
-        headers = {"Content-Type": "application/json"}
+        cache_key = (key, stream, required)
+        cached = self._header_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        headers = {"Content-Type": "application/json", "User-Agent": "hfbatch/0.1"}
         headers["Accept"] = "text/event-stream" if stream else "application/json"
         if key:
             headers["Authorization"] = f"Bearer {key}"
         elif required:
             raise AuthenticationError(f"no token: {token_hint(self.api_key_env)}")
+        self._header_cache[cache_key] = headers
         return headers
 
     async def get_models(self) -> list[str]:
@@ -262,21 +269,15 @@ class HuggingFaceAPI:
         if params:
             body.update(params)
         body["stream"] = False
-        data = json.dumps(body, ensure_ascii=False).encode()
+        data = _BODY_ENCODER.encode(body).encode()
         headers = self._headers(api_key, required=self.uses_hub)
-        # Errors built from a reply's content (200 with an error, bad JSON) may quote the token.
-        with redacting(self._secrets(api_key)):
-            with map_transport_errors(provider):
-                async with asyncio.timeout(self.timeout):
-                    async with self.session.post(self._chat_url, data=data, headers=headers) as resp:
-                        raw = await resp.read()
-                        if resp.status >= 400:
-                            raise self._status_error(resp, raw, provider, api_key)
+        # The session's total timeout is this attempt's deadline; a TimeoutError becomes APITimeoutError.
+        with map_transport_errors(provider, self._secrets(api_key)):
+            async with self.session.post(self._chat_url, data=data, headers=headers) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise _status_error(resp, raw, provider)
             return parse_completion(raw, provider, model)
-
-    def _status_error(self, resp: aiohttp.ClientResponse, raw: bytes, provider: str, api_key: str | None) -> APIError:
-        body = redact(raw.decode("utf-8", "replace"), self._secrets(api_key))
-        return error_for_status(resp.status, body, provider=provider, headers=dict(resp.headers))
 
     async def stream(
         self,
@@ -293,39 +294,43 @@ class HuggingFaceAPI:
             body.update(params)
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
-        data = json.dumps(body, ensure_ascii=False).encode()
+        data = _BODY_ENCODER.encode(body).encode()
         headers = self._headers(api_key, stream=True, required=self.uses_hub)
         state = StreamState(provider, model)
         decoder = SSEDecoder()
         parts: list[str] = []
         started = time.monotonic()
         deadline = asyncio.get_running_loop().time() + self.timeout
-        # In-stream errors and malformed chunks may quote the token.
-        with redacting(self._secrets(api_key)):
-            with map_transport_errors(provider):
-                # The deadline bounds each wait on the server, never a yield: a timeout spanning a
-                # yield would fire in the caller's code as a bare CancelledError.
-                resp = await _by(deadline, self.session.post(self._chat_url, data=data, headers=headers))
-                async with resp:
-                    if resp.status >= 400:
-                        raise self._status_error(resp, await _by(deadline, resp.read()), provider, api_key)
-                    if "event-stream" not in resp.headers.get("Content-Type", "event-stream"):
-                        # A server that ignored "stream": answer with the whole reply at once.
-                        result = parse_completion(await _by(deadline, resp.read()), provider, model)
-                        yield result.text
-                        yield result
-                        return
-                    while chunk := await _by(deadline, resp.content.readany()):
-                        for payload in decoder.feed(chunk):
-                            if text := state.feed(payload):
-                                parts.append(text)
-                                yield text
-                        if state.done:
-                            break
-                    for payload in decoder.close():
+        # A stream may take long in all, but may not fall silent for more than the idle timeout.
+        stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, sock_read=self.idle_timeout
+        )
+        with map_transport_errors(provider, self._secrets(api_key)):
+            # The deadline bounds each wait on the server, never a yield: a timeout spanning a
+            # yield would fire in the caller's code as a bare CancelledError.
+            resp = await _by(
+                deadline, self.session.post(self._chat_url, data=data, headers=headers, timeout=stream_timeout)
+            )
+            async with resp:
+                if resp.status >= 400:
+                    raise _status_error(resp, await _by(deadline, resp.read()), provider)
+                if "event-stream" not in resp.headers.get("Content-Type", "event-stream"):
+                    # A server that ignored "stream": answer with the whole reply at once.
+                    result = parse_completion(await _by(deadline, resp.read()), provider, model)
+                    yield result.text
+                    yield result
+                    return
+                while chunk := await _by(deadline, resp.content.readany()):
+                    for payload in decoder.feed(chunk):
                         if text := state.feed(payload):
                             parts.append(text)
                             yield text
+                    if state.done:
+                        break
+                for payload in decoder.close():
+                    if text := state.feed(payload):
+                        parts.append(text)
+                        yield text
             result = state.finish("".join(parts))
         result.latency = time.monotonic() - started
         yield result
@@ -439,6 +444,11 @@ async def _by(deadline: float, awaitable: Awaitable[_T]) -> _T:
     """Await `awaitable`, raising TimeoutError if the loop's clock passes `deadline` first."""
     async with asyncio.timeout_at(deadline):
         return await awaitable
+
+
+def _status_error(resp: aiohttp.ClientResponse, raw: bytes, provider: str) -> APIError:
+    """The error for an HTTP error reply (the caller's map_transport_errors scrubs the token)."""
+    return error_for_status(resp.status, raw.decode("utf-8", "replace"), provider=provider, headers=dict(resp.headers))
 
 
 class _StreamBroken(Exception):

@@ -27,10 +27,9 @@ leave this package.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "APIError",
@@ -52,7 +51,6 @@ __all__ = [
     "error_for_status",
     "map_transport_errors",
     "redact",
-    "redacting",
 ]
 
 _MAX_BODY_IN_MESSAGE = 300
@@ -190,16 +188,6 @@ def redact(text: str, secrets: Iterator[str] | list[str] | tuple[str, ...]) -> s
     return text
 
 
-@contextlib.contextmanager
-def redacting(secrets: tuple[str, ...]) -> Iterator[None]:
-    """Scrub `secrets` from any APIError raised inside: a reply's content may echo the token."""
-    try:
-        yield
-    except APIError as exc:
-        exc.scrub(secrets)
-        raise
-
-
 def _error_message(body: str) -> tuple[str, str | None]:
     """Return (message, error code) from an error body in any of the shapes servers use."""
     try:
@@ -254,25 +242,51 @@ def error_for_status(
     return BadRequestError(message, **kw)
 
 
-@contextlib.contextmanager
-def map_transport_errors(provider: str | None) -> Iterator[None]:
-    """Translate aiohttp and socket exceptions raised inside into hfbatch errors."""
+class map_transport_errors:  # named as a function: it is used as one, `with map_transport_errors(p):`
+    """Translate aiohttp and socket exceptions raised inside into hfbatch errors, and scrub `secrets`.
+
+    A reply's content (an error body, a 200 that is not JSON, a stream chunk) may quote the
+    token back, so every APIError leaving the block is scrubbed of the secrets given. A class,
+    not a generator, because it wraps every request of a run.
+    """
+
+    __slots__ = ("provider", "secrets")
+
+    def __init__(self, provider: str | None, secrets: tuple[str, ...] = ()) -> None:
+        self.provider = provider
+        self.secrets = secrets
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
+        if exc is None:
+            return False
+        if isinstance(exc, APIError):
+            if self.secrets:
+                exc.scrub(self.secrets)
+            return False
+        mapped = _translate(exc, self.provider)
+        if mapped is None:
+            return False
+        raise mapped from exc
+
+
+def _translate(exc: BaseException, provider: str | None) -> APIError | None:
+    """The hfbatch error for a transport-level exception, or None for anything else."""
     import aiohttp
 
-    try:
-        yield
-    except APIError:
-        raise
-    except TimeoutError as exc:
-        raise APITimeoutError("no reply before the deadline", provider=provider) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise MalformedResponseError(f"body cut short ({type(exc).__name__})", provider=provider) from exc
-    except aiohttp.ContentTypeError as exc:
-        raise MalformedResponseError("unexpected content type", provider=provider) from exc
-    except aiohttp.InvalidURL as exc:
-        raise TransportError(f"invalid URL {exc.url}", provider=provider) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise TransportError(_transport_message(exc), provider=provider) from exc
+    if isinstance(exc, TimeoutError):
+        return APITimeoutError("no reply before the deadline", provider=provider)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return MalformedResponseError(f"body cut short ({type(exc).__name__})", provider=provider)
+    if isinstance(exc, aiohttp.ContentTypeError):
+        return MalformedResponseError("unexpected content type", provider=provider)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return TransportError(f"invalid URL {exc.url}", provider=provider)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return TransportError(_transport_message(exc), provider=provider)
+    return None
 
 
 def _transport_message(exc: BaseException) -> str:

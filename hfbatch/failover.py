@@ -8,11 +8,10 @@ benched or paused, how many requests each may have in flight, and the stats.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from hfbatch.errors import APIError, ModelNotSupportedError
@@ -43,8 +42,12 @@ class Scheduler(Protocol):
         """Return once the provider is ready or out."""
         ...
 
-    def slot(self, provider: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """Hold one of the provider's in-flight places for the attempt."""
+    def acquire(self, provider: str) -> Awaitable[None]:
+        """Wait for one of the provider's in-flight places (the attempt gives it back with `release`)."""
+        ...
+
+    def release(self, provider: str) -> None:
+        """Give back the place taken by `acquire`."""
         ...
 
     def on_success(self, provider: str, result: ChatResult) -> None:
@@ -85,10 +88,11 @@ class BasicScheduler:
     async def wait_ready(self, provider: str) -> None:
         """Nothing to wait for."""
 
-    @contextlib.asynccontextmanager
-    async def slot(self, provider: str) -> AsyncIterator[None]:
+    async def acquire(self, provider: str) -> None:
         """No per-provider bound."""
-        yield
+
+    def release(self, provider: str) -> None:
+        """Nothing to give back."""
 
     def on_success(self, provider: str, result: ChatResult) -> None:
         """Nothing to record."""
@@ -107,10 +111,10 @@ class BasicScheduler:
 
 def _next_provider(remaining: list[str], scheduler: Scheduler) -> str | None:
     """The first provider ready now, else the first one not out (the caller will wait for it)."""
-    remaining[:] = [p for p in remaining if not scheduler.is_out(p)]
     for p in remaining:
         if scheduler.is_ready(p):
             return p
+    remaining[:] = [p for p in remaining if not scheduler.is_out(p)]
     return remaining[0] if remaining else None
 
 
@@ -141,18 +145,20 @@ async def call_with_failover(
                 if scheduler.is_out(provider):
                     break
             attempts += 1
-            async with scheduler.slot(provider):
-                started = time.monotonic()
-                try:
-                    result = await send(provider)
-                except APIError as exc:
-                    error = exc
-                    error.attempts = attempts
-                else:
-                    result.attempts = attempts
-                    result.latency = time.monotonic() - started
-                    scheduler.on_success(provider, result)
-                    return result
+            await scheduler.acquire(provider)
+            started = time.monotonic()
+            try:
+                result = await send(provider)
+            except APIError as exc:
+                error = exc
+                error.attempts = attempts
+            else:
+                result.attempts = attempts
+                result.latency = time.monotonic() - started
+                scheduler.on_success(provider, result)
+                return result
+            finally:
+                scheduler.release(provider)
             scheduler.on_failure(provider, error, time.monotonic() - started)
             last_error = error
             decision = decide(

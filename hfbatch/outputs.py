@@ -36,9 +36,9 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + ".journal.jsonl")
 
 
-def _dumps(record: dict[str, Any]) -> str:
-    # default=str: kept Parquet columns may hold dates or decimals, which JSON has no type for.
-    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "), default=str)
+# default=str: kept Parquet columns may hold dates or decimals, which JSON has no type for.
+# Built once: json.dumps with any option set builds a new encoder on every call.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=str).encode
 
 
 def _record_id(line: bytes) -> Any:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,14 @@ class RunControl:
         if self.draining.is_set():
             self.now.set()
         self.draining.set()
+
+
+async def _collect(stream: AsyncIterator[str | ChatResult]) -> ChatResult:
+    """The result at the end of a streamed attempt."""
+    async for item in stream:
+        if isinstance(item, ChatResult):
+            return item
+    raise AssertionError("stream() ends with its result")
 
 
 def _result_record(row: Row, result: ChatResult) -> dict[str, Any]:
@@ -326,13 +334,11 @@ class _Run:
             return
         params = {**self.params, **row.params} if row.params else self.params
 
-        async def send(provider: str) -> ChatResult:
+        def send(provider: str) -> Awaitable[ChatResult]:
+            # The coroutine itself, not awaited here: one layer less on every request.
             if not self.spec.stream:
-                return await self.api.complete(self.model, messages, provider=provider, params=params)
-            async for item in self.api.stream(self.model, messages, provider=provider, params=params):
-                if isinstance(item, ChatResult):
-                    return item
-            raise AssertionError("stream() ends with its result")
+                return self.api.complete(self.model, messages, provider=provider, params=params)
+            return _collect(self.api.stream(self.model, messages, provider=provider, params=params))
 
         try:
             result = await call_with_failover(send, self.providers, self.policy, self.pool)

@@ -13,7 +13,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 
 from hfbatch import _constants as C
 from hfbatch.errors import APIError, RateLimitError
@@ -123,10 +123,7 @@ class ProviderPool:
             stats.provider(p)
 
     def _state(self, provider: str) -> _State:
-        state = self._states.get(provider)
-        if state is None:
-            state = self._states[provider] = _State(max(1, int(next(iter(self._states.values())).limiter.maximum)))
-        return state
+        return self._states[provider]
 
     def is_out(self, provider: str) -> bool:
         """True when the provider is done for this run."""
@@ -157,15 +154,13 @@ class ProviderPool:
                 return
             await asyncio.sleep(delay)
 
-    @contextlib.asynccontextmanager
-    async def slot(self, provider: str) -> AsyncIterator[None]:
-        """Hold one of the provider's in-flight places."""
-        limiter = self._state(provider).limiter
-        await limiter.acquire()
-        try:
-            yield
-        finally:
-            limiter.release()
+    def acquire(self, provider: str) -> Awaitable[None]:
+        """Wait for one of the provider's in-flight places."""
+        return self._states[provider].limiter.acquire()
+
+    def release(self, provider: str) -> None:
+        """Give back a place taken by `acquire`."""
+        self._states[provider].limiter.release()
 
     def on_success(self, provider: str, result: ChatResult) -> None:
         """Count the success; close the breaker and let the limit grow back."""
