@@ -105,6 +105,17 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+def hfbatch_run_command(
+    inp: Path, out: Path, *, api_base: str, provider: str, concurrency: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """`hfbatch run` over `inp` against one OpenAI-compatible provider, as a user types it."""
+    return [
+        sys.executable, "-m", "hfbatch", "run", "--input", str(inp), "--output", str(out),
+        "--model", "bench/model", "--providers", provider, "--api-base", api_base,
+        "--concurrency", str(concurrency), *extra,
+    ]  # fmt: skip
+
+
 def hfbatch_env() -> dict[str, str]:
     """The environment hfbatch runs in here: a dummy token, no debug, no time scaling."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HFBATCH_TIME_SCALE")}

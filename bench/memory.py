@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import free_port, run_measured, wait_for_port
+from benchlib import free_port, hfbatch_run_command, run_measured, wait_for_port
 
 SIM_CONFIG = """
 token = "hf_bench"
@@ -47,26 +47,9 @@ def measure(workdir: Path, rows: int, port: int, concurrency: int) -> dict[str, 
     out = workdir / f"out-{rows}.jsonl"
     for p in workdir.glob(f"out-{rows}.jsonl*"):
         p.unlink()
-    cmd = [
-        sys.executable,
-        "-m",
-        "hfbatch",
-        "run",
-        "--input",
-        str(inp),
-        "--output",
-        str(out),
-        "--model",
-        "bench/model",
-        "--providers",
-        "fast",
-        "--concurrency",
-        str(concurrency),
-        "--api-base",
-        f"http://127.0.0.1:{port}/v1",
-        "--hub-url",
-        f"http://127.0.0.1:{port}",
-    ]
+    base = f"http://127.0.0.1:{port}"
+    cmd = hfbatch_run_command(inp, out, api_base=f"{base}/v1", provider="fast", concurrency=concurrency,
+                              extra=["--hub-url", base])  # fmt: skip
     env = {**os.environ, "HF_TOKEN": "hf_bench"}
     usage = run_measured(cmd, env=env)
     if usage.exit_code != 0:

@@ -22,7 +22,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import BenchServer, ChildUsage, count_lines, free_port, hfbatch_env, make_jsonl, run_measured
+from benchlib import (
+    BenchServer,
+    ChildUsage,
+    count_lines,
+    free_port,
+    hfbatch_env,
+    hfbatch_run_command,
+    make_jsonl,
+    run_measured,
+)
 
 TARGET = 2.0
 CONCURRENCY = 64
@@ -33,26 +42,8 @@ PLAIN_READ = (
 
 def hfbatch_command(inp: Path, out: Path, port: int) -> list[str]:
     """The one `hfbatch run` command, for the first run and every rerun alike."""
-    return [
-        sys.executable,
-        "-m",
-        "hfbatch",
-        "run",
-        "--input",
-        str(inp),
-        "--output",
-        str(out),
-        "--model",
-        "bench/model",
-        "--providers",
-        "local",
-        "--api-base",
-        f"http://127.0.0.1:{port}/v1",
-        "--concurrency",
-        str(CONCURRENCY),
-        "--max-tokens",
-        "16",
-    ]
+    return hfbatch_run_command(inp, out, api_base=f"http://127.0.0.1:{port}/v1", provider="local",
+                               concurrency=CONCURRENCY, extra=["--max-tokens", "16"])  # fmt: skip
 
 
 def stats_of(out: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCH_DIR, BenchServer, count_lines, hfbatch_env, make_jsonl, run_measured
+from benchlib import BENCH_DIR, BenchServer, count_lines, hfbatch_env, hfbatch_run_command, make_jsonl, run_measured
 from startup import format_startup, measure_startup
 
 CLIENTS = ("bare", "hfbatch", "hf_hub", "openai")
@@ -74,26 +74,8 @@ class Scenario:
 def client_command(name: str, scenario: Scenario, inp: Path, out: Path, api_base: str) -> list[str]:
     """The command line that runs one client over the input."""
     if name == "hfbatch":
-        return [
-            sys.executable,
-            "-m",
-            "hfbatch",
-            "run",
-            "--input",
-            str(inp),
-            "--output",
-            str(out),
-            "--model",
-            MODEL,
-            "--providers",
-            "local",
-            "--api-base",
-            api_base,
-            "--concurrency",
-            str(scenario.concurrency),
-            "--max-tokens",
-            str(MAX_TOKENS),
-        ]
+        return hfbatch_run_command(inp, out, api_base=api_base, provider="local", concurrency=scenario.concurrency,
+                                   extra=["--max-tokens", str(MAX_TOKENS)])  # fmt: skip
     return [
         sys.executable,
         str(BENCH_DIR / "clients.py"),
