@@ -42,6 +42,11 @@ class IdSet:
         for key in keys:
             add(key)
 
+    @property
+    def strings(self) -> set[str]:
+        """The string ids, as a plain set: hot loops test and add string ids through it directly."""
+        return self._other
+
     def update_strings(self, keys: Iterable[str]) -> None:
         """Add keys known to be strings, at the speed of set.update."""
         self._other.update(keys)

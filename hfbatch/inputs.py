@@ -17,13 +17,14 @@ import os
 import re
 import weakref
 import zlib
-from collections.abc import Container, Generator, Iterator
+from collections.abc import Callable, Container, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
 from hfbatch.errors import InputError
+from hfbatch.idset import IdSet
 from hfbatch.input_rows import ROW_PARAMS, BadRow, DoneRow, Row, RowBuilder, kind_of, template_fields
 
 __all__ = ["BadRow", "DoneRow", "InputReader", "InputSpec", "Row", "input_fingerprint", "open_input"]
@@ -146,10 +147,12 @@ class InputReader:
     def _iter_jsonl(self) -> Generator[Row | BadRow | DoneRow, None, None]:
         build = self._builder.build
         loads = _DECODER.decode
-        done = self._builder.done
         # A line whose leading id is already done is not parsed again: it was a valid row when it was
         # done, and the manifest checks the input has not changed since. This keeps a resume cheap.
-        leading_id = _leading_id_pattern(self._builder.leading_id_key).match if done is not None else None
+        done: Container[Any] = self._builder.done or ()
+        leading_id = _leading_id_pattern(self._builder.leading_id_key).match if done else None
+        prefix = b"{" + json.dumps(self._builder.leading_id_key).encode() + b': "'
+        done_strings: Container[str] = done.strings if isinstance(done, IdSet) else done
         index = 0
         lineno = 0
         try:
@@ -167,13 +170,9 @@ class InputReader:
                     if raw.isspace():
                         continue
                     item: Row | BadRow | DoneRow
-                    if leading_id is not None and done is not None and (m := leading_id(raw)) is not None:
-                        text, number = m.group(1, 2)
-                        try:
-                            key: str | int = text.decode() if text is not None else int(number)
-                        except UnicodeDecodeError:
-                            key = ""
-                        if key != "" and key in done:
+                    if leading_id is not None:
+                        key = _leading_id(raw, prefix, leading_id)
+                        if key is not None and (key in done_strings if type(key) is str else key in done):
                             yield DoneRow(index, key)
                             index += 1
                             continue
@@ -480,6 +479,30 @@ def _schema_difference(expected: Any, actual: Any) -> str | None:
         return f"lacks column(s) {', '.join(lacking)}"
     name = next(n for n in want if want[n] != have[n])
     return f"has column {name} as {have[name]} instead of {want[name]}"
+
+
+def _leading_id(raw: bytes, prefix: bytes, pattern: Callable[[bytes], re.Match[bytes] | None]) -> str | int | None:
+    """The id a JSON line starts with, read without parsing the line; None when it is not that simple."""
+    if raw.startswith(prefix):
+        # The shape our own writers and most exporters use: {"id": "..."
+        start = len(prefix)
+        end = raw.find(b'"', start)
+        text = raw[start:end]
+        if end > 0 and b"\\" not in text:
+            try:
+                return text.decode()
+            except UnicodeDecodeError:
+                return None
+    m = pattern(raw)
+    if m is None:
+        return None
+    text_group, number = m.group(1, 2)
+    if number is not None:
+        return int(number)
+    try:
+        return str(text_group.decode())
+    except UnicodeDecodeError:
+        return None
 
 
 def _leading_id_pattern(key: str) -> re.Pattern[bytes]:

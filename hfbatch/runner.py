@@ -293,12 +293,21 @@ class _Run:
 
     async def _feed(self, reader: Any) -> None:
         seen = IdSet()
+        # String ids go straight to the set: on a resume this loop runs for every done row.
+        seen_strings = seen.strings
+        add_string = seen_strings.add
         stats = self.stats
-        for n, item in enumerate(reader.rows(self.done)):
-            stats.rows_seen += 1
+        for n, item in enumerate(reader.rows(self.done), 1):
+            key = item.id
+            if type(key) is str:
+                size = len(seen_strings)
+                add_string(key)
+                new = len(seen_strings) != size
+            else:
+                new = seen.add(key)
             if type(item) is BadRow:
                 self._bad(item.index, item.where, item.id, item.reason)
-            elif not seen.add(item.id):
+            elif not new:
                 self._bad(
                     item.index,
                     f"row {item.index}",
@@ -308,10 +317,13 @@ class _Run:
             elif type(item) is DoneRow:
                 stats.rows_skipped += 1
             else:
+                stats.rows_seen = n
                 await self.queue.put(item)
                 continue
             if n % 512 == 0:
+                stats.rows_seen = n
                 await asyncio.sleep(0)  # let workers run while skipping many rows
+        stats.rows_seen = n
         for _ in range(self.spec.concurrency):
             await self.queue.put(None)
 
