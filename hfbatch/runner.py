@@ -22,7 +22,7 @@ from hfbatch.credentials import resolve_token, token_hint
 from hfbatch.errors import APIError, AuthenticationError, UsageError
 from hfbatch.failover import call_with_failover
 from hfbatch.idset import IdSet
-from hfbatch.inputs import BadRow, DoneRow, InputSpec, Row, input_fingerprint, open_input
+from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, input_fingerprint, open_input
 from hfbatch.jobspec import JobSpec
 from hfbatch.manifest import check_manifest, hold_lock, manifest_path, remove_outputs, write_manifest
 from hfbatch.outputs import ErrorLog, ResultSink, journal_path, open_sink
@@ -240,7 +240,7 @@ class _Run:
         #: Why the run stopped early because no provider was left, if it did.
         self.all_out: str | None = None
 
-    async def execute(self, reader: Any, sink: ResultSink, errors: ErrorLog) -> tuple[ExitCode, str | None]:
+    async def execute(self, reader: InputReader, sink: ResultSink, errors: ErrorLog) -> tuple[ExitCode, str | None]:
         """Run every row; return the exit code and, when it stopped early, why."""
         self.sink, self.errors = sink, errors
         self.progress(self.stats)
@@ -268,8 +268,8 @@ class _Run:
             return ExitCode.INTERRUPTED, "stopped before the end; rerun the same command to resume"
         return ExitCode.OK, None
 
-    async def _count(self, reader: Any) -> None:
-        # Off the event loop: a large JSONL takes a moment; until then progress shows no ETA.
+    async def _count(self, reader: InputReader) -> None:
+        # File reads (Parquet footers, a JSONL's head) stay off the event loop; until then, no ETA.
         self.stats.rows_total = await asyncio.to_thread(reader.estimate_rows)
 
     async def _flush_periodically(self) -> None:
@@ -291,35 +291,33 @@ class _Run:
         for w in workers:
             w.cancel()
 
-    async def _feed(self, reader: Any) -> None:
+    async def _feed(self, reader: InputReader) -> None:
         seen = IdSet()
         # String ids go straight to the set: on a resume this loop runs for every done row.
         seen_strings = seen.strings
         add_string = seen_strings.add
         stats = self.stats
+        n = 0
         for n, item in enumerate(reader.rows(self.done), 1):
-            key = item.id
-            if type(key) is str:
-                size = len(seen_strings)
-                add_string(key)
-                new = len(seen_strings) != size
-            else:
-                new = seen.add(key)
-            if type(item) is BadRow:
+            if isinstance(item, BadRow):
                 self._bad(item.index, item.where, item.id, item.reason)
-            elif not new:
-                self._bad(
-                    item.index,
-                    f"row {item.index}",
-                    item.id,
-                    f"duplicate id {item.id!r}: an earlier row has it; ids must be unique",
-                )
-            elif type(item) is DoneRow:
-                stats.rows_skipped += 1
             else:
-                stats.rows_seen = n
-                await self.queue.put(item)
-                continue
+                key = item.id
+                if type(key) is str:
+                    size = len(seen_strings)
+                    add_string(key)
+                    new = len(seen_strings) != size
+                else:
+                    new = seen.add(key)
+                if not new:
+                    reason = f"duplicate id {key!r}: an earlier row has it; ids must be unique"
+                    self._bad(item.index, f"row {item.index}", key, reason)
+                elif isinstance(item, DoneRow):
+                    stats.rows_skipped += 1
+                else:
+                    stats.rows_seen = n
+                    await self.queue.put(item)
+                    continue
             if n % 512 == 0:
                 stats.rows_seen = n
                 await asyncio.sleep(0)  # let workers run while skipping many rows
