@@ -189,7 +189,7 @@ class HuggingFaceAPI:
         return models
 
     async def _server_models(self) -> list[str]:
-        with map_transport_errors(self.provider_label):
+        with map_transport_errors(self.provider_label, self._secrets()):
             async with self.session.get(f"{self.api_base}/models", headers=self._headers(None, required=False)) as r:
                 raw = await r.read()
                 if r.status >= 400:

@@ -28,7 +28,7 @@ leave this package.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 __all__ = [
@@ -180,7 +180,7 @@ class MalformedResponseError(APIError):
     kind = "malformed"
 
 
-def redact(text: str, secrets: Iterator[str] | list[str] | tuple[str, ...]) -> str:
+def redact(text: str, secrets: Iterable[str]) -> str:
     """Return `text` with every secret (and its Bearer form) replaced by `***`."""
     for secret in secrets:
         if secret and len(secret) >= 4:

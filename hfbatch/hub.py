@@ -17,7 +17,6 @@ from hfbatch.errors import (
     ModelNotSupportedError,
     error_for_status,
     map_transport_errors,
-    redact,
 )
 
 __all__ = ["ProviderMapping", "fetch_mapping", "fetch_models", "parse_mapping"]
@@ -66,12 +65,11 @@ def usable(mapping: list[ProviderMapping]) -> list[ProviderMapping]:
 async def _get_json(
     session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], secrets: tuple[str, ...]
 ) -> Any:
-    with map_transport_errors(HUB):
+    with map_transport_errors(HUB, secrets):
         async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=C.HUB_TIMEOUT)) as r:
             raw = await r.read()
             if r.status >= 400:
-                body = redact(raw.decode("utf-8", "replace"), secrets)
-                raise error_for_status(r.status, body, provider=HUB, headers=dict(r.headers))
+                raise error_for_status(r.status, raw.decode("utf-8", "replace"), provider=HUB, headers=dict(r.headers))
     try:
         return json.loads(raw)
     except ValueError:
