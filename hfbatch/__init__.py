@@ -8,8 +8,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 _EXPORTS = {
     "HuggingFaceAPI": "hfbatch.client",
     "ChatResult": "hfbatch.wire",
@@ -17,7 +15,7 @@ _EXPORTS = {
     "JobSpec": "hfbatch.jobspec",
     "RetryPolicy": "hfbatch.retry",
     "RunReport": "hfbatch.runner",
-    "ExitCode": "hfbatch.runner",
+    "ExitCode": "hfbatch.errors",
     "run_job": "hfbatch.runner",
     "calculate_length": "hfbatch.messages",
     "trim_messages": "hfbatch.messages",
@@ -67,6 +65,7 @@ if TYPE_CHECKING:
         APITimeoutError,
         AuthenticationError,
         BadRequestError,
+        ExitCode,
         HfbatchError,
         MalformedResponseError,
         ModelNotSupportedError,
@@ -80,11 +79,15 @@ if TYPE_CHECKING:
     from hfbatch.jobspec import JobSpec
     from hfbatch.messages import calculate_length, trim_messages
     from hfbatch.retry import RetryPolicy
-    from hfbatch.runner import ExitCode, RunReport, run_job
+    from hfbatch.runner import RunReport, run_job
     from hfbatch.wire import ChatResult
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from hfbatch.version import version
+
+        return version()
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'hfbatch' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_INTERRUPTED)
     except Exception as raised:
-        if os.environ.get(C.DEBUG_ENV):
+        if os.environ.get(defaults.DEBUG_ENV):
             raise
         exc = _unwrap(raised)
         if isinstance(exc, AuthenticationError):
@@ -57,14 +57,16 @@ def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
             _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_FAILED)
         else:
             # A bug in hfbatch: still one line, with the way to see more.
-            _fail(f"internal error: {type(exc).__name__}: {exc} (set {C.DEBUG_ENV}=1 for a traceback)", EXIT_FAILED)
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc} (set {defaults.DEBUG_ENV}=1 for a traceback)", EXIT_FAILED
+            )
     raise AssertionError("unreachable")
 
 
 def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--api-key-env",
-        default=C.DEFAULT_API_KEY_ENV,
+        default=defaults.DEFAULT_API_KEY_ENV,
         show_default=True,
         help="Environment variable that holds the token.",
     )(f)
@@ -123,9 +125,11 @@ def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: 
 @click.argument("model")
 @click.argument("prompt")
 @click.option("--system", default=None, help="System prompt.")
-@click.option("--max-tokens", type=int, default=C.DEFAULT_MAX_TOKENS, show_default=True)
+@click.option("--max-tokens", type=int, default=defaults.DEFAULT_MAX_TOKENS, show_default=True)
 @click.option("--image", "images", multiple=True, help="Image file, URL or data URI (repeatable).")
-@click.option("--timeout", type=float, default=C.DEFAULT_TIMEOUT, show_default=True, help="Deadline per attempt, s.")
+@click.option(
+    "--timeout", type=float, default=defaults.DEFAULT_TIMEOUT, show_default=True, help="Deadline per attempt, s."
+)
 @_connection_options
 def chat(
     model: str,

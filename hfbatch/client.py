@@ -14,27 +14,21 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
-from hfbatch import _constants as C
-from hfbatch import hub
+from hfbatch import defaults
 from hfbatch.credentials import token_hint
-from hfbatch.errors import (
-    APIError,
-    AuthenticationError,
-    MalformedResponseError,
-    ModelNotSupportedError,
-    error_for_status,
-    map_transport_errors,
-)
+from hfbatch.errors import APIError, AuthenticationError, MalformedResponseError, ModelNotSupportedError
 from hfbatch.failover import BasicScheduler, Scheduler, call_with_failover
-from hfbatch.hub import ProviderMapping
+from hfbatch.http_errors import error_for_status, map_transport_errors
+from hfbatch.hub import HubClient, ProviderMapping
 from hfbatch.messages import MediaItem, Message, attach_media, calculate_length, trim_messages
-from hfbatch.retry import Action, RetryPolicy, decide, env_time_scale
+from hfbatch.retry import RetryPolicy, env_time_scale
 from hfbatch.sse import SSEDecoder
+from hfbatch.version import user_agent
 from hfbatch.wire import ChatResult, StreamState, parse_completion
 
 __all__ = ["ChatResult", "HuggingFaceAPI", "ProviderMapping"]
@@ -87,18 +81,18 @@ class HuggingFaceAPI:
         *,
         api_base: str | None = None,
         hub_url: str | None = None,
-        timeout: float = C.DEFAULT_TIMEOUT,
-        idle_timeout: float = C.DEFAULT_IDLE_TIMEOUT,
-        connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT,
+        timeout: float = defaults.DEFAULT_TIMEOUT,
+        idle_timeout: float = defaults.DEFAULT_IDLE_TIMEOUT,
+        connect_timeout: float = defaults.DEFAULT_CONNECT_TIMEOUT,
         retry: RetryPolicy | None = None,
-        api_key_env: str = C.DEFAULT_API_KEY_ENV,
+        api_key_env: str = defaults.DEFAULT_API_KEY_ENV,
     ) -> None:
-        self.api_key = api_key
-        self.api_base = (api_base or C.DEFAULT_API_BASE).rstrip("/")
-        self.hub_url = (hub_url or os.environ.get("HF_ENDPOINT") or C.DEFAULT_HUB_URL).rstrip("/")
+        self._api_key = api_key
+        self.api_base = (api_base or defaults.DEFAULT_API_BASE).rstrip("/")
+        self.hub_url = (hub_url or os.environ.get("HF_ENDPOINT") or defaults.DEFAULT_HUB_URL).rstrip("/")
         #: HF semantics (Hub mapping, provider pinning) hold on the router, or elsewhere when a Hub is
         #: named explicitly; HF_ENDPOINT alone (a Hub mirror) does not make another server an HF router.
-        self.uses_hub = self.api_base == C.DEFAULT_API_BASE or hub_url is not None
+        self.uses_hub = self.api_base == defaults.DEFAULT_API_BASE or hub_url is not None
         self.timeout = timeout
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
@@ -107,10 +101,20 @@ class HuggingFaceAPI:
         self.scheduler: Scheduler = BasicScheduler()
         self._chat_url = f"{self.api_base}/chat/completions"
         self._session: aiohttp.ClientSession | None = None
-        self._mappings: dict[str, list[ProviderMapping]] = {}
-        self._mapping_locks: dict[str, asyncio.Lock] = {}
+        #: Hub lookups (provider mappings, the model list) over this client's session.
+        self.hub = HubClient(lambda: self.session, self.hub_url, token=api_key, retry=self.retry)
         self._models: list[str] | None = None
         self._header_cache: dict[tuple[str | None, bool, bool], dict[str, str]] = {}
+
+    @property
+    def api_key(self) -> str | None:
+        """The token sent with every request (and every Hub lookup) unless a call gives its own."""
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        self._api_key = value
+        self.hub.token = value
 
     # -- session ---------------------------------------------------------------------------
 
@@ -163,7 +167,7 @@ class HuggingFaceAPI:
         cached = self._header_cache.get(cache_key)
         if cached is not None:
             return cached
-        headers = {"Content-Type": "application/json", "User-Agent": "hfbatch/0.1"}
+        headers = {"Content-Type": "application/json", "User-Agent": user_agent()}
         headers["Accept"] = "text/event-stream" if stream else "application/json"
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -177,14 +181,10 @@ class HuggingFaceAPI:
         if self._models is not None:
             return self._models
         try:
-            if self.uses_hub:
-                hub_headers = self._headers(None, required=False)
-                found = await hub.fetch_models(self.session, self.hub_url, hub_headers, self._secrets())
-            else:
-                found = await self._server_models()
+            found = await self.hub.models() if self.uses_hub else await self._server_models()
         except APIError:
             return list(self.fallback_models)
-        models = list(dict.fromkeys([*found, *self._mappings]))
+        models = list(dict.fromkeys([*found, *self.hub.cached_models]))
         self._models = models
         return models
 
@@ -208,37 +208,8 @@ class HuggingFaceAPI:
         return urllib.parse.urlsplit(self.api_base).netloc or self.api_base
 
     async def get_mapping(self, model: str, api_key: str | None = None) -> list[ProviderMapping]:
-        """The live conversational providers of `model`, in the Hub's order; cached when there are some."""
-        model = self.get_model(model)
-        cached = self._mappings.get(model)
-        if cached is not None:
-            return cached
-        lock = self._mapping_locks.setdefault(model, asyncio.Lock())
-        async with lock:
-            if (cached := self._mappings.get(model)) is not None:
-                return cached
-            headers = self._headers(api_key, required=False)
-            found = await self._retrying_hub(
-                lambda: hub.fetch_mapping(self.session, self.hub_url, model, headers, self._secrets(api_key))
-            )
-            mapping = hub.usable(found)
-            if mapping:
-                # A missing mapping is not remembered (the seed's bug): a provider may go live later.
-                self._mappings[model] = mapping
-            return mapping
-
-    async def _retrying_hub(self, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Retry a Hub request on transient failures, so one blip does not fail a nightly run."""
-        retries = 0
-        while True:
-            try:
-                return await call()
-            except APIError as exc:
-                decision = decide(exc, retries, self.retry, other_provider_ready=False)
-                if decision.action is not Action.RETRY:
-                    raise
-            retries += 1
-            await asyncio.sleep(decision.delay)
+        """The live conversational providers of `model` (alias resolved), in the Hub's order."""
+        return await self.hub.mapping(self.get_model(model), api_key)
 
     async def providers_for(self, model: str, api_key: str | None = None) -> list[str]:
         """Provider names to try for `model`, in order; raise ModelNotSupportedError when none."""
@@ -341,7 +312,7 @@ class HuggingFaceAPI:
         self,
         messages: Sequence[Message],
         *,
-        max_input_length: int | None = C.DEFAULT_MAX_INPUT_LENGTH,
+        max_input_length: int | None = defaults.DEFAULT_MAX_INPUT_LENGTH,
         media: Sequence[MediaItem] | None = None,
     ) -> list[Message]:
         """Trim to `max_input_length` and attach media; the caller's list is not changed."""
@@ -354,8 +325,8 @@ class HuggingFaceAPI:
         messages: Sequence[Message],
         *,
         api_key: str | None = None,
-        max_tokens: int | None = C.DEFAULT_MAX_TOKENS,
-        max_input_length: int | None = C.DEFAULT_MAX_INPUT_LENGTH,
+        max_tokens: int | None = defaults.DEFAULT_MAX_TOKENS,
+        max_input_length: int | None = defaults.DEFAULT_MAX_INPUT_LENGTH,
         media: Sequence[MediaItem] | None = None,
         providers: Sequence[str] | None = None,
         **params: Any,
@@ -378,8 +349,8 @@ class HuggingFaceAPI:
         model: str,
         messages: Sequence[Message],
         api_key: str | None = None,
-        max_tokens: int | None = C.DEFAULT_MAX_TOKENS,
-        max_input_length: int | None = C.DEFAULT_MAX_INPUT_LENGTH,
+        max_tokens: int | None = defaults.DEFAULT_MAX_TOKENS,
+        max_input_length: int | None = defaults.DEFAULT_MAX_INPUT_LENGTH,
         media: Sequence[MediaItem] | None = None,
         **params: Any,
     ) -> AsyncIterator[str | ChatResult]:

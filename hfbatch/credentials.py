@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 
 __all__ = ["resolve_token", "token_hint"]
 
@@ -16,9 +16,9 @@ def _token_file() -> Path:
     return base / "token"
 
 
-def resolve_token(api_key_env: str = C.DEFAULT_API_KEY_ENV) -> str | None:
+def resolve_token(api_key_env: str = defaults.DEFAULT_API_KEY_ENV) -> str | None:
     """The token from `api_key_env`, then HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then $HF_HOME/token."""
-    for name in (api_key_env, *C.FALLBACK_TOKEN_ENVS):
+    for name in (api_key_env, *defaults.FALLBACK_TOKEN_ENVS):
         value = os.environ.get(name, "").strip()
         if value:
             return value
@@ -29,6 +29,6 @@ def resolve_token(api_key_env: str = C.DEFAULT_API_KEY_ENV) -> str | None:
     return value or None
 
 
-def token_hint(api_key_env: str = C.DEFAULT_API_KEY_ENV) -> str:
+def token_hint(api_key_env: str = defaults.DEFAULT_API_KEY_ENV) -> str:
     """How to give a token, for error messages."""
     return f"set {api_key_env} to a Hugging Face token with the 'Inference Providers' permission"

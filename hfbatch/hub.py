@@ -1,25 +1,29 @@
-"""The Hub's side: which providers serve a model, and which models are served."""
+"""The Hub's side: which providers serve a model, and which models are served.
+
+`HubClient` does these lookups over the chat client's session, retries them on
+transient failures and caches what it found; the pure parsing is in `parse_mapping`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
-from hfbatch import _constants as C
-from hfbatch.errors import (
-    APIError,
-    MalformedResponseError,
-    ModelNotSupportedError,
-    error_for_status,
-    map_transport_errors,
-)
+from hfbatch import defaults
+from hfbatch.errors import APIError, MalformedResponseError, ModelNotSupportedError
+from hfbatch.http_errors import error_for_status, map_transport_errors
+from hfbatch.retry import Action, RetryPolicy, decide
+from hfbatch.version import user_agent
 
-__all__ = ["ProviderMapping", "fetch_mapping", "fetch_models", "parse_mapping"]
+__all__ = ["HubClient", "ProviderMapping", "fetch_mapping", "fetch_models", "parse_mapping"]
+
+_T = TypeVar("_T")
 
 HUB = "hub"
 
@@ -66,7 +70,7 @@ async def _get_json(
     session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], secrets: tuple[str, ...]
 ) -> Any:
     with map_transport_errors(HUB, secrets):
-        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=C.HUB_TIMEOUT)) as r:
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=defaults.HUB_TIMEOUT)) as r:
             raw = await r.read()
             if r.status >= 400:
                 raise error_for_status(r.status, raw.decode("utf-8", "replace"), provider=HUB, headers=dict(r.headers))
@@ -114,3 +118,69 @@ async def fetch_models(
         for m in data
         if isinstance(m, dict) and "id" in m and usable(parse_mapping(m.get("inferenceProviderMapping")))
     ]
+
+
+class HubClient:
+    """Hub lookups for one client: provider mappings and the model list, retried and cached."""
+
+    def __init__(
+        self,
+        session: Callable[[], aiohttp.ClientSession],
+        hub_url: str,
+        *,
+        token: str | None,
+        retry: RetryPolicy,
+    ) -> None:
+        self._session = session
+        self.hub_url = hub_url
+        self.token = token
+        self.retry = retry
+        self._mappings: dict[str, list[ProviderMapping]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _auth(self, api_key: str | None) -> tuple[dict[str, str], tuple[str, ...]]:
+        """Headers for a Hub request and the secrets to scrub from its errors."""
+        key = api_key or self.token
+        headers = {"Accept": "application/json", "User-Agent": user_agent()}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers, tuple(s for s in (api_key, self.token) if s)
+
+    @property
+    def cached_models(self) -> list[str]:
+        """Models whose mapping was found during this client's life."""
+        return list(self._mappings)
+
+    async def mapping(self, model: str, api_key: str | None = None) -> list[ProviderMapping]:
+        """The live conversational providers of `model`, in the Hub's order; cached when there are some."""
+        cached = self._mappings.get(model)
+        if cached is not None:
+            return cached
+        async with self._locks.setdefault(model, asyncio.Lock()):
+            if (cached := self._mappings.get(model)) is not None:
+                return cached
+            headers, secrets = self._auth(api_key)
+            found = await self._retrying(lambda: fetch_mapping(self._session(), self.hub_url, model, headers, secrets))
+            mapping = usable(found)
+            if mapping:
+                # A missing mapping is not remembered: a provider may go live later in the run.
+                self._mappings[model] = mapping
+            return mapping
+
+    async def models(self) -> list[str]:
+        """Ids of the models some provider serves live for chat (one attempt: callers fall back)."""
+        headers, secrets = self._auth(None)
+        return await fetch_models(self._session(), self.hub_url, headers, secrets)
+
+    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Retry a Hub request on transient failures, so one blip does not fail a nightly run."""
+        retries = 0
+        while True:
+            try:
+                return await call()
+            except APIError as exc:
+                decision = decide(exc, retries, self.retry, other_provider_ready=False)
+                if decision.action is not Action.RETRY:
+                    raise
+            retries += 1
+            await asyncio.sleep(decision.delay)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.errors import JobSpecError
 
 __all__ = ["FIELDS", "JobField", "JobSpec", "build_spec", "load_job_file"]
@@ -42,9 +42,9 @@ FIELDS: tuple[JobField, ...] = (
     JobField("output", "path", "Output file: .jsonl or .parquet (by extension)."),
     JobField("model", "str", "Model id or alias, e.g. meta-llama/Llama-3.3-70B-Instruct.", in_manifest=True),
     JobField("providers", "list", "Providers to try, in order (comma-separated). Default: the Hub's live ones."),
-    JobField("api_base", "str", "OpenAI-compatible base URL.", C.DEFAULT_API_BASE, in_manifest=True),
+    JobField("api_base", "str", "OpenAI-compatible base URL.", defaults.DEFAULT_API_BASE, in_manifest=True),
     JobField("hub_url", "str", "Hub URL for provider mappings (env HF_ENDPOINT)."),
-    JobField("api_key_env", "str", "Environment variable holding the token.", C.DEFAULT_API_KEY_ENV),
+    JobField("api_key_env", "str", "Environment variable holding the token.", defaults.DEFAULT_API_KEY_ENV),
     JobField(
         "id_column",
         "str",
@@ -55,7 +55,7 @@ FIELDS: tuple[JobField, ...] = (
     JobField("template", "str", "Prompt template over columns, e.g. 'Summarise: {text}'.", in_manifest=True),
     JobField("system", "str", "System prompt for rows without their own.", in_manifest=True),
     JobField("keep_columns", "list", "Input columns copied to the output (comma-separated).", ()),
-    JobField("max_tokens", "int", "Maximum tokens to generate per row.", C.DEFAULT_MAX_TOKENS, 1, True),
+    JobField("max_tokens", "int", "Maximum tokens to generate per row.", defaults.DEFAULT_MAX_TOKENS, 1, True),
     JobField("temperature", "float", "Sampling temperature.", None, 0, True),
     JobField("top_p", "float", "Nucleus sampling probability.", None, 0, True),
     JobField("seed", "int", "Sampling seed, for providers that honour it.", None, None, True),
@@ -63,19 +63,21 @@ FIELDS: tuple[JobField, ...] = (
         "max_input_length",
         "int",
         "Trim prompts longer than this many characters (0: never).",
-        C.DEFAULT_MAX_INPUT_LENGTH,
+        defaults.DEFAULT_MAX_INPUT_LENGTH,
         0,
         True,
     ),
-    JobField("concurrency", "int", "Requests in flight at most, over all providers.", C.DEFAULT_CONCURRENCY, 1),
+    JobField("concurrency", "int", "Requests in flight at most, over all providers.", defaults.DEFAULT_CONCURRENCY, 1),
     JobField("provider_concurrency", "int", "Requests in flight at most per provider (default: concurrency).", None, 1),
-    JobField("max_retries", "int", "Retries per provider before failing over.", C.DEFAULT_MAX_RETRIES, 0),
-    JobField("timeout", "float", "Deadline per attempt, seconds.", C.DEFAULT_TIMEOUT, 0.001),
-    JobField("idle_timeout", "float", "Longest silence inside a reply, seconds.", C.DEFAULT_IDLE_TIMEOUT, 0.001),
+    JobField("max_retries", "int", "Retries per provider before failing over.", defaults.DEFAULT_MAX_RETRIES, 0),
+    JobField("timeout", "float", "Deadline per attempt, seconds.", defaults.DEFAULT_TIMEOUT, 0.001),
+    JobField("idle_timeout", "float", "Longest silence inside a reply, seconds.", defaults.DEFAULT_IDLE_TIMEOUT, 0.001),
     JobField("stream", "bool", "Stream replies (SSE) instead of waiting for whole ones.", False),
     JobField("errors", "path", "Where failed rows go (default: <output>.errors.jsonl)."),
     JobField("stats", "path", "Where stats go (default: <output>.stats.json)."),
-    JobField("grace", "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", C.DEFAULT_GRACE, 0),
+    JobField(
+        "grace", "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", defaults.DEFAULT_GRACE, 0
+    ),
 )
 _BY_KEY = {f.key: f for f in FIELDS}
 _SECRET_KEYS = frozenset({"token", "api_key", "hf_token", "key", "secret", "password", "authorization"})
@@ -90,28 +92,28 @@ class JobSpec:
     output: Path
     model: str
     providers: tuple[str, ...] = ()
-    api_base: str = C.DEFAULT_API_BASE
+    api_base: str = defaults.DEFAULT_API_BASE
     hub_url: str | None = None
-    api_key_env: str = C.DEFAULT_API_KEY_ENV
+    api_key_env: str = defaults.DEFAULT_API_KEY_ENV
     id_column: str | None = None
     prompt_column: str = "prompt"
     template: str | None = None
     system: str | None = None
     keep_columns: tuple[str, ...] = ()
-    max_tokens: int | None = C.DEFAULT_MAX_TOKENS
+    max_tokens: int | None = defaults.DEFAULT_MAX_TOKENS
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
-    max_input_length: int = C.DEFAULT_MAX_INPUT_LENGTH
-    concurrency: int = C.DEFAULT_CONCURRENCY
+    max_input_length: int = defaults.DEFAULT_MAX_INPUT_LENGTH
+    concurrency: int = defaults.DEFAULT_CONCURRENCY
     provider_concurrency: int | None = None
-    max_retries: int = C.DEFAULT_MAX_RETRIES
-    timeout: float = C.DEFAULT_TIMEOUT
-    idle_timeout: float = C.DEFAULT_IDLE_TIMEOUT
+    max_retries: int = defaults.DEFAULT_MAX_RETRIES
+    timeout: float = defaults.DEFAULT_TIMEOUT
+    idle_timeout: float = defaults.DEFAULT_IDLE_TIMEOUT
     stream: bool = False
     errors: Path | None = None
     stats: Path | None = None
-    grace: float = C.DEFAULT_GRACE
+    grace: float = defaults.DEFAULT_GRACE
     sim: dict[str, Any] | None = field(default=None)
     source: str = "command line"
 
@@ -152,7 +154,7 @@ def _unknown_key(source: str, key: str) -> JobSpecError:
     if key.lower() in _SECRET_KEYS:
         return JobSpecError(
             f"{source}: key '{key}': tokens do not belong in job files; put the token in an environment "
-            f"variable and name it with api_key_env (default {C.DEFAULT_API_KEY_ENV})"
+            f"variable and name it with api_key_env (default {defaults.DEFAULT_API_KEY_ENV})"
         )
     close = difflib.get_close_matches(key, [*_BY_KEY, *_EXTRA_TABLES], n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""

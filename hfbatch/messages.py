@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.errors import InputError
 
 __all__ = ["MediaItem", "attach_media", "calculate_length", "media_url", "trim_messages"]
@@ -36,7 +36,7 @@ def _content_length(content: Any) -> int:
 
 def calculate_length(messages: Iterable[Message]) -> int:
     """The seed's measure of a prompt: characters of content plus 16 per message."""
-    return sum(_content_length(m.get("content")) + C.MESSAGE_OVERHEAD for m in messages)
+    return sum(_content_length(m.get("content")) + defaults.MESSAGE_OVERHEAD for m in messages)
 
 
 def trim_messages(messages: Sequence[Message], max_input_length: int) -> list[Message]:
@@ -57,7 +57,7 @@ def trim_messages(messages: Sequence[Message], max_input_length: int) -> list[Me
         if i == last or m.get("role") == "system":
             continue
         keep[i] = False
-        total -= _content_length(m.get("content")) + C.MESSAGE_OVERHEAD
+        total -= _content_length(m.get("content")) + defaults.MESSAGE_OVERHEAD
     return [m for m, k in zip(messages, keep, strict=True) if k]
 
 

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.stats import RunStats
 
 __all__ = ["Progress"]
@@ -15,7 +15,7 @@ __all__ = ["Progress"]
 class Progress:
     """Called with the run's stats after each row; draws at most a few times a second."""
 
-    def __init__(self, stream: TextIO | None = None, *, interval: float = C.PROGRESS_LINE_INTERVAL) -> None:
+    def __init__(self, stream: TextIO | None = None, *, interval: float = defaults.PROGRESS_LINE_INTERVAL) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.interval = interval

@@ -1,21 +1,18 @@
 """Retry policy: pure functions over named constants, no I/O.
 
 What to do after an attempt fails is `decide(error, ...)`; how long to wait is
-`backoff_delay` or the server's `Retry-After` as read by `parse_retry_after`.
+`backoff_delay` or the server's `Retry-After` (read by `hfbatch.http_errors.parse_retry_after`).
 """
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import math
 import os
 import random
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.errors import (
     APIError,
     AuthenticationError,
@@ -26,7 +23,7 @@ from hfbatch.errors import (
     RateLimitError,
 )
 
-__all__ = ["Action", "Decision", "RetryPolicy", "backoff_delay", "decide", "env_time_scale", "parse_retry_after"]
+__all__ = ["Action", "Decision", "RetryPolicy", "backoff_delay", "decide", "env_time_scale"]
 
 
 class Action(enum.Enum):
@@ -43,10 +40,10 @@ class Action(enum.Enum):
 class RetryPolicy:
     """How often and how long to retry one provider before failing over."""
 
-    max_retries: int = C.DEFAULT_MAX_RETRIES
-    initial_delay: float = C.INITIAL_RETRY_DELAY
-    max_delay: float = C.MAX_RETRY_DELAY
-    max_retry_after: float = C.MAX_RETRY_AFTER
+    max_retries: int = defaults.DEFAULT_MAX_RETRIES
+    initial_delay: float = defaults.INITIAL_RETRY_DELAY
+    max_delay: float = defaults.MAX_RETRY_DELAY
+    max_retry_after: float = defaults.MAX_RETRY_AFTER
     #: Multiplies every delay; tests set it tiny so they never sleep for real.
     time_scale: float = 1.0
 
@@ -61,44 +58,12 @@ class Decision:
 
 def env_time_scale() -> float:
     """The delay multiplier from HFBATCH_TIME_SCALE (tests make every wait tiny); 1 when unset or invalid."""
-    raw = os.environ.get(C.TIME_SCALE_ENV)
+    raw = os.environ.get(defaults.TIME_SCALE_ENV)
     try:
         scale = float(raw) if raw else 1.0
     except ValueError:
         return 1.0
     return scale if math.isfinite(scale) and scale >= 0 else 1.0
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Return the server's requested delay in seconds, or None when absent or unusable.
-
-    Reads `retry-after-ms`, then `Retry-After` as delta-seconds or an HTTP date.
-    """
-    lower = {k.lower(): v for k, v in headers.items()}
-    raw_ms = lower.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            ms = float(raw_ms)
-        except ValueError:
-            ms = math.nan
-        if math.isfinite(ms) and ms >= 0:
-            return ms / 1000.0
-    raw = lower.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-        return max(0.0, seconds)
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
 
 
 def backoff_delay(retries_taken: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:

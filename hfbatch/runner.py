@@ -10,39 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.client import HuggingFaceAPI
 from hfbatch.credentials import resolve_token, token_hint
-from hfbatch.errors import APIError, AuthenticationError, UsageError
+from hfbatch.errors import APIError, AuthenticationError, ExitCode, UsageError
 from hfbatch.failover import call_with_failover
 from hfbatch.idset import IdSet
-from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, input_fingerprint, open_input
+from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
 from hfbatch.jobspec import JobSpec
-from hfbatch.manifest import check_manifest, hold_lock, manifest_path, remove_outputs, write_manifest
-from hfbatch.outputs import ErrorLog, ResultSink, journal_path, open_sink
+from hfbatch.outputs import OutputFiles, error_record, open_output, result_record
+from hfbatch.provider_pool import ProviderPool
 from hfbatch.retry import RetryPolicy, env_time_scale
-from hfbatch.scheduler import ProviderPool
-from hfbatch.stats import RunStats, write_json_atomic
+from hfbatch.stats import RunStats
 from hfbatch.wire import ChatResult
 
-__all__ = ["ExitCode", "RunControl", "RunReport", "run_job"]
-
-
-class ExitCode(enum.IntEnum):
-    """The process exit codes of `hfbatch run` (documented in the README)."""
-
-    OK = 0  # every row is in the output
-    FAILED_ROWS = 1  # the run finished; some rows are in the errors file
-    USAGE = 2  # bad flags, job file or input; nothing was sent
-    AUTH = 3  # the token is missing or was refused (401)
-    LOCKED = 4  # another run holds the output's lock
-    INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; rerun to resume
+__all__ = ["RunControl", "RunReport", "run_job"]
 
 
 @dataclass(slots=True)
@@ -74,38 +61,6 @@ async def _collect(stream: AsyncIterator[str | ChatResult]) -> ChatResult:
         if isinstance(item, ChatResult):
             return item
     raise AssertionError("stream() ends with its result")
-
-
-def _result_record(row: Row, result: ChatResult) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "id": row.id,
-        "output": result.text,
-        "finish_reason": result.finish_reason,
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "provider": result.provider,
-        "model": result.model,
-        "attempts": result.attempts,
-        "latency_s": round(result.latency, 4),
-    }
-    if row.keep:
-        record.update(row.keep)
-    return record
-
-
-def _error_record(index: int, where: str, row_id: Any, error: Exception) -> dict[str, Any]:
-    api = error if isinstance(error, APIError) else None
-    return {
-        "id": row_id,
-        "index": index,
-        "where": where,
-        "error": type(error).__name__,
-        "kind": api.kind if api else "input",
-        "status": api.status if api else None,
-        "provider": api.provider if api else None,
-        "message": api.message if api else str(error),
-        "attempts": api.attempts if api else 0,
-    }
 
 
 @contextlib.asynccontextmanager
@@ -157,42 +112,30 @@ async def run_job(
         system=spec.system,
     )
     reader = open_input(in_spec)
-    sink = open_sink(spec.output)
-    with reader, hold_lock(spec.output):
+    files = open_output(spec.output, errors=spec.errors, stats=spec.stats)
+    with reader, files:
         settings = spec.manifest_settings()
-        fingerprint = input_fingerprint(spec.input)
-        if restart:
-            remove_outputs(
-                [spec.output, journal_path(spec.output), spec.errors_path, spec.stats_path, manifest_path(spec.output)]
-            )
-        elif not check_manifest(spec.output, settings, fingerprint, force=force) and not force:
-            if spec.output.exists() or journal_path(spec.output).exists():
-                raise UsageError(
-                    f"{spec.output} exists but was not written by hfbatch (no manifest beside it); "
-                    "use --restart to replace it or --force to add to it"
-                )
+        fingerprint = reader.fingerprint()
+        files.prepare(settings, fingerprint, restart=restart, force=force)
         done = IdSet()
-        sink.load_done(done)
+        files.load_done(done)
         scale = env_time_scale()
         async with _client_for(spec, scale) as api:
             providers = list(spec.providers) or await api.providers_for(spec.model)
             model = api.get_model(spec.model)
-            write_manifest(spec.output, settings, fingerprint)
             pool = ProviderPool(
                 providers, stats, per_provider=spec.provider_concurrency or spec.concurrency, time_scale=scale
             )
+            files.start(settings, fingerprint)
             run = _Run(spec, api, model, providers, pool, stats, done, control, progress)
-            sink.open()
-            errors = ErrorLog(spec.errors_path)
             try:
-                code, message = await run.execute(reader, sink, errors)
+                code, message = await run.execute(reader, files)
             finally:
-                sink.close()
-                errors.close()
+                files.close()
             if code is ExitCode.OK and stats.rows_failed + stats.rows_bad:
                 code = ExitCode.FAILED_ROWS
             report = _report(spec, stats, providers, started, code, message)
-            write_json_atomic(spec.stats_path, report.stats)
+            files.write_stats(report.stats)
             return report
 
 
@@ -240,9 +183,9 @@ class _Run:
         #: Why the run stopped early because no provider was left, if it did.
         self.all_out: str | None = None
 
-    async def execute(self, reader: InputReader, sink: ResultSink, errors: ErrorLog) -> tuple[ExitCode, str | None]:
+    async def execute(self, reader: InputReader, files: OutputFiles) -> tuple[ExitCode, str | None]:
         """Run every row; return the exit code and, when it stopped early, why."""
-        self.sink, self.errors = sink, errors
+        self.files = files
         self.progress(self.stats)
         stopped: tuple[ExitCode, str] | None = None
         try:
@@ -274,9 +217,8 @@ class _Run:
 
     async def _flush_periodically(self) -> None:
         while True:
-            await asyncio.sleep(C.FLUSH_INTERVAL)
-            self.sink.flush()
-            self.errors.flush()
+            await asyncio.sleep(defaults.FLUSH_INTERVAL)
+            self.files.flush()
 
     async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         await self.control.draining.wait()
@@ -326,7 +268,7 @@ class _Run:
             await self.queue.put(None)
 
     def _bad(self, index: int, where: str, row_id: Any, reason: str) -> None:
-        self.errors.add(_error_record(index, where, row_id, UsageError(reason)))
+        self.files.add_error(error_record(index, where, row_id, UsageError(reason)))
         self.stats.rows_bad += 1
         self.progress(self.stats)
 
@@ -355,7 +297,7 @@ class _Run:
         except AuthenticationError:
             raise
         except APIError as exc:
-            self.errors.add(_error_record(row.index, f"row {row.index}", row.id, exc))
+            self.files.add_error(error_record(row.index, f"row {row.index}", row.id, exc))
             self.stats.rows_failed += 1
             if self.all_out is None and self.pool.all_out():
                 # Every later row would fail the same way: stop, and leave them for a rerun.
@@ -363,8 +305,8 @@ class _Run:
                 self.all_out = f"every provider is out for this run ({reasons}); rerun later to retry the rest"
                 self.control.request_stop()
         else:
-            self.sink.add(_result_record(row, result))
+            self.files.add_result(result_record(row.id, result, row.keep))
             self.stats.rows_done += 1
-            if self.sink.pending >= C.FLUSH_ROWS:
-                self.sink.flush()
+            if self.files.pending >= defaults.FLUSH_ROWS:
+                self.files.flush()
         self.progress(self.stats)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-__all__ = ["FAILURE_KINDS", "LatencyHistogram", "ProviderStats", "RunStats", "format_table", "write_json_atomic"]
+from hfbatch.errors import ATTEMPT_KINDS
 
-#: Failure classes counted per provider, as the stats file names them.
-FAILURE_KINDS = ("401", "402", "429", "4xx", "5xx", "timeout", "connection", "malformed")
+__all__ = ["LatencyHistogram", "ProviderStats", "RunStats", "format_table"]
 
 _BUCKET_GROWTH = 1.02  # each bucket 2% wider than the last: percentiles within 2%
 _MIN_LATENCY = 1e-4
@@ -112,7 +108,7 @@ class ProviderStats:
         return {
             "requests": self.requests,
             "successes": self.successes,
-            "failures": {k: self.failures.get(k, 0) for k in FAILURE_KINDS},
+            "failures": {k.value: self.failures.get(k, 0) for k in ATTEMPT_KINDS},
             "retries": self.retries,
             "failovers_out": self.failovers_out,
             "breaker_trips": self.breaker_trips,
@@ -193,14 +189,3 @@ def format_table(data: dict[str, Any]) -> str:
         f"{data['rows_per_second'] or 0:.1f} rows/s"
     )
     return "\n".join(lines)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` through a temporary file, so a reader never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

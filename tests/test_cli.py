@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hfbatch.cli import cli
-from hfbatch.manifest import hold_lock
+from hfbatch.outputs.manifest import hold_lock
 from hfbatch.sim import Fault, SimConfig, SimModel, SimProvider, SimServer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.client import HuggingFaceAPI
 from hfbatch.errors import (
     APIError,
@@ -239,7 +239,7 @@ async def test_chat_returns_the_reply(start_sim: StartSim, make_client: MakeClie
     sim = await start_sim(config("a", "b"))
     api = make_client(sim)
     result = await api.chat(MODEL, MESSAGES)
-    expected = reply_for(MESSAGES, C.DEFAULT_MAX_TOKENS)
+    expected = reply_for(MESSAGES, defaults.DEFAULT_MAX_TOKENS)
     assert result.text == expected.text
     assert (result.finish_reason, result.prompt_tokens, result.completion_tokens) == (
         "stop",
@@ -253,7 +253,7 @@ async def test_chat_returns_the_reply(start_sim: StartSim, make_client: MakeClie
     assert provider == "a"
     assert body["model"] == f"{MODEL}:a"
     assert body["stream"] is False
-    assert body["max_tokens"] == C.DEFAULT_MAX_TOKENS
+    assert body["max_tokens"] == defaults.DEFAULT_MAX_TOKENS
 
 
 async def test_chat_params_reach_the_server(start_sim: StartSim, make_client: MakeClient) -> None:
@@ -282,7 +282,7 @@ async def test_402_fails_over_and_the_provider_stays_out(start_sim: StartSim, ma
     api = make_client(sim)
     result = await api.chat(MODEL, MESSAGES)
     assert (result.provider, result.attempts) == ("b", 2)
-    assert result.text == reply_for(MESSAGES, C.DEFAULT_MAX_TOKENS).text
+    assert result.text == reply_for(MESSAGES, defaults.DEFAULT_MAX_TOKENS).text
     assert requests_to(sim) == {"a": 1, "b": 1}
     again = await api.chat(MODEL, MESSAGES)
     assert (again.provider, again.attempts) == ("b", 1)
@@ -549,7 +549,7 @@ async def test_slow_stream_consumer_never_sees_a_stray_cancellation(
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
     if items and isinstance(items[-1], ChatResult):
-        assert items[-1].text == reply_for(MESSAGES, C.DEFAULT_MAX_TOKENS).text
+        assert items[-1].text == reply_for(MESSAGES, defaults.DEFAULT_MAX_TOKENS).text
 
 
 # --- streaming -------------------------------------------------------------------------------
@@ -572,7 +572,7 @@ async def test_stream_yields_text_then_result(
     sim = await start_sim(config("a", **settings))
     api = make_client(sim)
     texts, result = await collect(api.create_async_generator(MODEL, MESSAGES))
-    expected = reply_for(MESSAGES, C.DEFAULT_MAX_TOKENS)
+    expected = reply_for(MESSAGES, defaults.DEFAULT_MAX_TOKENS)
     assert len(texts) == len(expected.words) > 1
     assert "".join(texts) == expected.text == result.text
     assert (result.finish_reason, result.prompt_tokens, result.completion_tokens) == (
@@ -621,7 +621,7 @@ async def test_stream_broken_after_text_is_raised_not_failed_over(start_sim: Sta
             assert isinstance(item, str)
             texts.append(item)
     assert texts
-    assert reply_for(MESSAGES, C.DEFAULT_MAX_TOKENS).text.startswith("".join(texts))
+    assert reply_for(MESSAGES, defaults.DEFAULT_MAX_TOKENS).text.startswith("".join(texts))
     assert requests_to(sim) == {"a": 1, "b": 0}
 
 
@@ -674,7 +674,7 @@ async def test_max_input_length_trims_what_is_sent(start_sim: StartSim, make_cli
     sent = sim.requests[-1][1]["messages"]
     assert sent == [before[0], before[-1]]
     assert messages == before
-    assert result.text == reply_for(sent, C.DEFAULT_MAX_TOKENS).text
+    assert result.text == reply_for(sent, defaults.DEFAULT_MAX_TOKENS).text
     # No trimming when the budget is off.
     await api.chat(MODEL, messages, max_input_length=None)
     assert sim.requests[-1][1]["messages"] == before
@@ -707,7 +707,7 @@ async def test_many_concurrent_requests_share_one_client(start_sim: StartSim, ma
     api = make_client(sim)
     prompts = [[{"role": "user", "content": f"prompt {i}"}] for i in range(30)]
     results = await asyncio.gather(*(api.chat(MODEL, p) for p in prompts))
-    assert [r.text for r in results] == [reply_for(p, C.DEFAULT_MAX_TOKENS).text for p in prompts]
+    assert [r.text for r in results] == [reply_for(p, defaults.DEFAULT_MAX_TOKENS).text for p in prompts]
     assert sim.hub_requests == 1
     assert requests_to(sim) == {"a": 30}
 
@@ -721,7 +721,7 @@ async def test_plain_openai_mode(start_sim: StartSim, make_client: MakeClient) -
     api = make_client(sim, hub_url=None)
     assert not api.uses_hub
     result = await api.chat(MODEL, MESSAGES)
-    assert result.text == reply_for(MESSAGES, C.DEFAULT_MAX_TOKENS).text
+    assert result.text == reply_for(MESSAGES, defaults.DEFAULT_MAX_TOKENS).text
     assert result.provider == api.provider_label == sim.api_base.split("/")[2]
     texts, streamed = await collect(api.create_async_generator(MODEL, MESSAGES))
     assert "".join(texts) == streamed.text == result.text
@@ -765,5 +765,5 @@ def test_sim_in_thread_serves_a_client_in_another_loop(sim_in_thread: Callable[.
             return await api.chat(MODEL, MESSAGES)
 
     result = asyncio.run(go())
-    assert result.text == reply_for(MESSAGES, C.DEFAULT_MAX_TOKENS).text
+    assert result.text == reply_for(MESSAGES, defaults.DEFAULT_MAX_TOKENS).text
     assert requests_to(sim) == {"a": 1}

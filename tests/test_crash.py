@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from hfbatch.outputs import journal_path
+from hfbatch.outputs import OutputFiles
 from hfbatch.sim import Fault, SimConfig, SimModel, SimProvider, SimServer, reply_for
 
 MODEL = "org/model"
@@ -83,7 +83,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 
 def results_so_far(out: Path) -> int:
     """How many whole result lines have been written (JSONL output or a Parquet output's journal)."""
-    path = journal_path(out) if out.suffix == ".parquet" else out
+    path = OutputFiles(out).paths.journal
     try:
         return path.read_bytes().count(b"\n")
     except FileNotFoundError:
@@ -144,7 +144,7 @@ def test_kill_9_at_random_moments_then_resume_loses_and_repeats_nothing(
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     check_complete(out, prompts)
-    assert not journal_path(out).exists() or suffix == ".jsonl"
+    assert not OutputFiles(out).paths.journal.exists() or suffix == ".jsonl"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -21,9 +21,8 @@ from hfbatch.errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
-    error_for_status,
-    redact,
 )
+from hfbatch.http_errors import error_for_status, redact
 from hfbatch.retry import RetryPolicy
 from hfbatch.sim.wire import BAD_GATEWAY_HTML, CREDITS_MESSAGE, NO_TOKEN_HTML, TGI_VALIDATION
 from hfbatch.wire import ChatResult

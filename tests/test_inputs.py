@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hfbatch.inputs as inputs
+import hfbatch.inputs.base as input_base
+import hfbatch.inputs.parquet as parquet_input
 from hfbatch.errors import InputError
-from hfbatch.inputs import BadRow, InputReader, InputSpec, Row, input_fingerprint, open_input
+from hfbatch.inputs import BadRow, InputReader, InputSpec, Row, open_input
 
 # --------------------------------------------------------------------------- helpers
 
@@ -632,7 +633,7 @@ def test_unreadable_file_is_an_input_error(tmp_path: Path, kind: str, monkeypatc
         return real_open(file, *args, **kwargs)
 
     # Tests often run as root, which chmod cannot lock out, so the module's open is replaced.
-    monkeypatch.setattr(inputs, "open", deny, raising=False)
+    monkeypatch.setattr(input_base, "open", deny, raising=False)
     with pytest.raises(InputError, match="permission denied"):
         open_input(InputSpec(path))
 
@@ -720,12 +721,18 @@ def test_large_parquet_is_read_lazily(tmp_path: Path, monkeypatch: pytest.Monkey
         assert isinstance(stream, Generator)
         first = list(itertools.islice(stream, 10))
         assert [r.id for r in first] == list(range(10))
-        assert sum(decoded) <= inputs.PARQUET_BATCH_ROWS
+        assert sum(decoded) <= parquet_input.PARQUET_BATCH_ROWS
         assert sum(1 for _ in stream) == n - 10
-    assert max(decoded) <= inputs.PARQUET_BATCH_ROWS
+    assert max(decoded) <= parquet_input.PARQUET_BATCH_ROWS
 
 
 # --------------------------------------------------------------------------- fingerprint
+
+
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """The fingerprint a run records for the input at `path`."""
+    with open_input(InputSpec(path)) as reader:
+        return reader.fingerprint()
 
 
 def test_fingerprint_tracks_content_not_mtime(tmp_path: Path) -> None:
@@ -762,14 +769,17 @@ def test_fingerprint_of_small_file_and_folder(tmp_path: Path) -> None:
     fp = input_fingerprint(folder)
     assert [f["name"] for f in fp["files"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert input_fingerprint(folder) == fp
-    write_parquet(folder / "part-00003.parquet", RECORDS[:1])
+    shutil.copy(folder / "part-00000.parquet", folder / "part-00003.parquet")
     assert input_fingerprint(folder) != fp
 
 
 def test_fingerprint_of_missing_file_is_an_input_error(tmp_path: Path) -> None:
     """A fingerprint of a file that is gone is an InputError."""
-    with pytest.raises(InputError, match="fingerprint"):
-        input_fingerprint(tmp_path / "gone.jsonl")
+    path = write_jsonl(tmp_path / "gone.jsonl", [{"prompt": "a"}])
+    with open_input(InputSpec(path)) as reader:
+        path.unlink()
+        with pytest.raises(InputError, match="fingerprint"):
+            reader.fingerprint()
 
 
 # --------------------------------------------------------------------------- property

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.client import HuggingFaceAPI
 from hfbatch.errors import InputError
 from hfbatch.messages import MediaItem, Message, attach_media, calculate_length, media_url, trim_messages
@@ -20,7 +20,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 16
 GIF = b"GIF89a" + b"\x00" * 8
 WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 8
-OVERHEAD = C.MESSAGE_OVERHEAD
+OVERHEAD = defaults.MESSAGE_OVERHEAD
 
 
 def msg(role: str, content: Any) -> Message:

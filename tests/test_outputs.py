@@ -9,7 +9,7 @@ import pytest
 
 from hfbatch.idset import IdSet
 from hfbatch.inputs import DoneRow, InputSpec, Row, open_input
-from hfbatch.outputs import _SCAN_BLOCK, scan_journal
+from hfbatch.outputs.journal import _SCAN_BLOCK, IdScanner, scan_journal
 
 
 def record(row_id: object) -> str:
@@ -30,7 +30,7 @@ def test_scan_finds_every_id_and_the_whole_length(tmp_path: Path, ids: list[obje
     path = tmp_path / "out.jsonl"
     path.write_text("".join(record(i) for i in ids), encoding="utf-8")
     found = IdSet()
-    assert scan_journal(path, found) == path.stat().st_size
+    assert scan_journal(path, found, IdScanner()) == path.stat().st_size
     assert all(i in found for i in ids)
     assert "nope" not in found and 999 not in found
 
@@ -41,11 +41,11 @@ def test_scan_stops_at_a_torn_tail_and_at_a_garbage_line(tmp_path: Path) -> None
     good = "".join(record(f"r{i}") for i in range(5))
     path.write_text(good + '{"id": "r5", "outp')
     found = IdSet()
-    assert scan_journal(path, found) == len(good.encode())
+    assert scan_journal(path, found, IdScanner()) == len(good.encode())
     assert "r4" in found and "r5" not in found
     path.write_text(good + "not json at all\n" + record("r9"))
     found = IdSet()
-    assert scan_journal(path, found) == len(good.encode())
+    assert scan_journal(path, found, IdScanner()) == len(good.encode())
     assert "r9" not in found
 
 
@@ -55,7 +55,7 @@ def test_scan_across_block_boundaries(tmp_path: Path) -> None:
     n = _SCAN_BLOCK // 40 + 500
     path.write_text("".join(record(f"id-{i}") for i in range(n)))
     found = IdSet()
-    assert scan_journal(path, found) == path.stat().st_size
+    assert scan_journal(path, found, IdScanner()) == path.stat().st_size
     assert all(f"id-{i}" in found for i in range(n))
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.errors import (
     APIError,
     APITimeoutError,
@@ -22,9 +22,9 @@ from hfbatch.errors import (
     RateLimitError,
     ServerError,
     TransportError,
-    error_for_status,
 )
-from hfbatch.retry import Action, Decision, RetryPolicy, backoff_delay, decide, parse_retry_after
+from hfbatch.http_errors import error_for_status, parse_retry_after
+from hfbatch.retry import Action, Decision, RetryPolicy, backoff_delay, decide
 
 NOW = 1_700_000_000.0
 HTTP_DATE_IN_30S = email.utils.formatdate(NOW + 30, usegmt=True)
@@ -86,7 +86,7 @@ def test_parse_retry_after_date_uses_the_clock_by_default() -> None:
 def test_backoff_delay_bounds(retries: int, base: float) -> None:
     """The delay lies between 75% and 100% of min(initial * 2**n, max)."""
     policy = RetryPolicy()
-    assert (policy.initial_delay, policy.max_delay) == (C.INITIAL_RETRY_DELAY, C.MAX_RETRY_DELAY)
+    assert (policy.initial_delay, policy.max_delay) == (defaults.INITIAL_RETRY_DELAY, defaults.MAX_RETRY_DELAY)
     rng = random.Random(0)
     delays = [backoff_delay(retries, policy, rng) for _ in range(200)]
     assert all(0.75 * base <= d <= base for d in delays)
@@ -157,7 +157,10 @@ def rate_limited(retry_after: float | None = None) -> RateLimitError:
         pytest.param(rate_limited(), False, Action.RETRY, id="429-alone"),
         pytest.param(rate_limited(retry_after=1.0), False, Action.RETRY, id="429-alone-retry-after"),
         pytest.param(
-            rate_limited(retry_after=C.MAX_RETRY_AFTER + 1), False, Action.FAIL_OVER, id="429-retry-after-over-cap"
+            rate_limited(retry_after=defaults.MAX_RETRY_AFTER + 1),
+            False,
+            Action.FAIL_OVER,
+            id="429-retry-after-over-cap",
         ),
         pytest.param(error_for_status(500, "", provider="p"), False, Action.RETRY, id="500"),
         pytest.param(error_for_status(503, "", provider="p"), True, Action.RETRY, id="503-retries-here-first"),
@@ -200,7 +203,7 @@ def test_decide_no_retries_fails_over_at_once() -> None:
     [
         pytest.param(0.0, 0.0, id="zero"),
         pytest.param(7.0, 0.007, id="seconds-scaled"),
-        pytest.param(C.MAX_RETRY_AFTER, C.MAX_RETRY_AFTER * 0.001, id="exactly-the-cap"),
+        pytest.param(defaults.MAX_RETRY_AFTER, defaults.MAX_RETRY_AFTER * 0.001, id="exactly-the-cap"),
     ],
 )
 def test_decide_429_waits_retry_after_scaled(retry_after: float, delay: float) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from hfbatch.errors import PaymentRequiredError, RateLimitError, ServerError, TransportError
-from hfbatch.scheduler import AdaptiveLimiter, ProviderPool
+from hfbatch.provider_pool import AdaptiveLimiter, ProviderPool
 from hfbatch.stats import RunStats
 from hfbatch.wire import ChatResult
 

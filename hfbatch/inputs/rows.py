@@ -1,6 +1,6 @@
 """One input record (a JSON object or a Parquet row as a dict) to a `Row` or a `BadRow`.
 
-`inputs.py` owns files and streaming; this module owns the per-row rules. It runs once per
+The format modules own files and streaming; this module owns the per-row rules. It runs once per
 row of million-row inputs, so checks are plain type tests and dict lookups: no regexes, no
 copies of user data beyond the message list it has to build.
 """
@@ -118,7 +118,7 @@ def template_fields(template: str) -> tuple[str, ...]:
         if base not in fields:
             fields.append(base)
     if not fields:
-        raise ValueError("it names no field; use {column} for each value to insert")
+        raise ValueError("it names no column; use {column} for each value to insert")
     return tuple(fields)
 
 
@@ -145,6 +145,7 @@ class RowBuilder:
         id_column: str | None,
         prompt_column: str,
         template: str | None,
+        fields: tuple[str, ...] = (),
         keep_columns: tuple[str, ...],
         system: str | None,
         nulls_in_structs: bool,
@@ -152,7 +153,8 @@ class RowBuilder:
         self._id_column = id_column
         self._prompt = prompt_column
         self._template = template
-        self._fields = template_fields(template) if template is not None else ()
+        # Checked once by open_input, which read the template's fields.
+        self._fields = fields
         self._keep = keep_columns
         self._system = system or None
         self._nulls_in_structs = nulls_in_structs

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hfbatch.errors import LockedError, UsageError
-from hfbatch.stats import write_json_atomic
+from hfbatch.outputs.atomic import write_json_atomic
 
 __all__ = ["check_manifest", "hold_lock", "manifest_path", "write_manifest"]
 

@@ -15,14 +15,12 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 from hfbatch.errors import APIError, RateLimitError
 from hfbatch.stats import RunStats
 from hfbatch.wire import ChatResult
 
 __all__ = ["AdaptiveLimiter", "ProviderPool"]
-
-_TRIPPING = frozenset({"5xx", "timeout", "connection", "malformed"})
 
 
 class AdaptiveLimiter:
@@ -108,9 +106,9 @@ class ProviderPool:
         per_provider: int,
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        breaker_threshold: int = C.BREAKER_THRESHOLD,
-        breaker_cooldown: float = C.BREAKER_COOLDOWN,
-        breaker_max_trips: int = C.BREAKER_MAX_TRIPS,
+        breaker_threshold: int = defaults.BREAKER_THRESHOLD,
+        breaker_cooldown: float = defaults.BREAKER_COOLDOWN,
+        breaker_max_trips: int = defaults.BREAKER_MAX_TRIPS,
     ) -> None:
         self.stats = stats
         self._states = {p: _State(per_provider) for p in providers}
@@ -190,7 +188,7 @@ class ProviderPool:
             if error.retry_after is not None:
                 s.paused_until = max(s.paused_until, now + error.retry_after * self._scale)
             return
-        if error.kind not in _TRIPPING:
+        if not error.kind.transient:
             return
         s.consecutive += 1
         if s.consecutive >= self._threshold and now >= s.benched_until:

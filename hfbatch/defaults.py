@@ -1,4 +1,4 @@
-"""Every default hfbatch uses, in one place."""
+"""Every default and tuning constant hfbatch uses, in one place."""
 
 from __future__ import annotations
 

@@ -1,0 +1,48 @@
+"""JSONL output: the journal is the output itself, one hfbatch record per line.
+
+`JournalFormat` is also the base every other format builds on: it says how a record
+becomes a journal line, how the next run finds the row id in such a line (the format's
+`IdScanner`, its resume invariant), and what a run's end does to make the final file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hfbatch.outputs.journal import IdScanner, dumps
+
+__all__ = ["JournalFormat"]
+
+
+class JournalFormat:
+    """A format whose journal is the output itself: plain JSONL, one hfbatch record per line.
+
+    Resume invariant: every line is one whole record, newline last, and its first key
+    is `id` (our encoder writes the keys in the record's order, and records start with
+    the id), so the id is read without parsing the line.
+    """
+
+    name: ClassVar[str] = "jsonl"
+    suffixes: ClassVar[tuple[str, ...]] = (".jsonl",)
+    scanner: ClassVar[IdScanner] = IdScanner()
+
+    def journal_path(self, output: Path) -> Path:
+        """Where results are appended during a run."""
+        return output
+
+    def encode(self, record: dict[str, Any]) -> str:
+        """One result record as a journal line, without its newline."""
+        return dumps(record)
+
+    def encode_error(self, record: dict[str, Any]) -> str:
+        """One failed row as a line of the errors file, without its newline."""
+        return dumps(record)
+
+    def existing_ids(self, output: Path) -> Iterable[Any]:
+        """Ids finished in the output file itself when it is not the journal (none here)."""
+        return ()
+
+    def finalize(self, output: Path, journal: Path) -> None:
+        """Make the final output from the journal at the end of a run (nothing to do here)."""
