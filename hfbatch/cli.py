@@ -19,7 +19,8 @@ from hfbatch import defaults
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+# The codes, as errors.ExitCode defines them; read here without importing the library, so --help stays fast.
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
 def _fail(message: str, code: int) -> None:
@@ -35,7 +36,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine; turn any error into one line and an exit code (HFBATCH_DEBUG=1: the traceback)."""
-    from hfbatch.errors import APIError, AuthenticationError, LockedError, UsageError
+    from hfbatch.errors import AuthenticationError, HfbatchError
 
     try:
         return asyncio.run(make())
@@ -46,13 +47,9 @@ def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
             raise
         exc = _unwrap(raised)
         if isinstance(exc, AuthenticationError):
-            _fail(f"{exc} (the token is read from the environment; check it)", EXIT_AUTH)
-        elif isinstance(exc, UsageError):
-            _fail(str(exc), EXIT_USAGE)
-        elif isinstance(exc, LockedError):
-            _fail(str(exc), EXIT_LOCKED)
-        elif isinstance(exc, APIError):
-            _fail(str(exc), EXIT_FAILED)
+            _fail(f"{exc} (the token is read from the environment; check it)", exc.exit_code)
+        elif isinstance(exc, HfbatchError):
+            _fail(str(exc), exc.exit_code)
         elif isinstance(exc, OSError):
             _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_FAILED)
         else:
@@ -85,7 +82,7 @@ def _api(api_base: str | None, hub_url: str | None, api_key_env: str, **kw: Any)
     return HuggingFaceAPI(token, api_base=api_base, hub_url=hub_url, api_key_env=api_key_env, **kw)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="hfbatch")
 def cli() -> None:
     """Batch text generation through Hugging Face Inference Providers."""
@@ -202,14 +199,22 @@ def sim(host: str, port: int, config_path: str | None) -> None:
 def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     from hfbatch.jobspec import FIELDS
 
+    types: dict[str, Any] = {"int": int, "float": float, "str": str, "path": str, "list": str}
     for field in reversed(FIELDS):
-        if field.kind == "bool":
-            opt = click.option(f"{field.flag}/--no-{field.flag[2:]}", field.key, default=None, help=field.help)
-        else:
-            types: dict[str, Any] = {"int": int, "float": float, "str": str, "path": str, "list": str}
-            opt = click.option(field.flag, field.key, type=types[field.kind], default=None, help=field.help)
-        f = opt(f)
+        # Lists are shown as the job file writes them; `run` drops values the user did not give
+        # (ParameterSource.DEFAULT), so a default never overrides the job file.
+        default = ",".join(field.default) or None if field.kind == "list" else field.default
+        name = f"{field.flag}/--no-{field.flag[2:]}" if field.kind == "bool" else field.flag
+        kind = None if field.kind == "bool" else types[field.kind]
+        show = default is not None
+        f = click.option(name, field.key, type=kind, default=default, help=field.help, show_default=show)(f)
     return f
+
+
+def _given(ctx: click.Context, flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags the user gave on the command line, without the defaults click filled in."""
+    source = click.core.ParameterSource.DEFAULT
+    return {k: v for k, v in flags.items() if ctx.get_parameter_source(k) is not source}
 
 
 @cli.command()
@@ -217,7 +222,8 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @_run_options
 @click.option("--restart", is_flag=True, help="Delete earlier results of this output and start over.")
 @click.option("--force", is_flag=True, help="Resume even though the settings or the input changed.")
-def run(job: str | None, restart: bool, force: bool, **flags: Any) -> None:
+@click.pass_context
+def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, **flags: Any) -> None:
     """Run a batch job: JOB.toml, or --input, --output and --model (flags override the file).
 
     \b
@@ -236,7 +242,7 @@ def run(job: str | None, restart: bool, force: bool, **flags: Any) -> None:
         if restart and force:
             raise JobSpecError("--restart and --force cannot be used together")
         file_values = load_job_file(Path(job)) if job else {}
-        spec = build_spec(file_values, flags)
+        spec = build_spec(file_values, _given(ctx, flags))
         control = RunControl()
         loop = asyncio.get_running_loop()
 

@@ -1,4 +1,4 @@
-"""Job settings: one table of fields drives the TOML job file, the CLI flags and validation.
+"""Job settings: the JobSpec dataclass is the one home of every setting (type, default, help, range).
 
 A job file holds any of the keys below at its top level, plus an optional `[sim]`
 table that starts the built-in simulated server in-process. Flags override the file.
@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfbatch import defaults
 from hfbatch.errors import JobSpecError
 
-__all__ = ["FIELDS", "JobField", "JobSpec", "build_spec", "load_job_file"]
+if TYPE_CHECKING:
+    from hfbatch.outputs.files import OutputFiles
+
+__all__ = ["FIELDS", "JobField", "JobSpec", "build_spec", "load_job_file", "setting"]
 
 
 @dataclass(frozen=True, slots=True)
 class JobField:
-    """One setting: its key, type, default and help; the flag is the key with dashes."""
+    """One setting as the job file and the CLI see it: key, kind, help, default, range."""
 
     key: str
     kind: str  # str | path | int | float | bool | list
@@ -37,95 +40,96 @@ class JobField:
         return "--" + self.key.replace("_", "-")
 
 
-FIELDS: tuple[JobField, ...] = (
-    JobField("input", "path", "Input file: .jsonl, .jsonl.gz, .parquet or a folder of .parquet parts."),
-    JobField("output", "path", "Output file: .jsonl or .parquet (by extension)."),
-    JobField("model", "str", "Model id or alias, e.g. meta-llama/Llama-3.3-70B-Instruct.", in_manifest=True),
-    JobField("providers", "list", "Providers to try, in order (comma-separated). Default: the Hub's live ones."),
-    JobField("api_base", "str", "OpenAI-compatible base URL.", defaults.DEFAULT_API_BASE, in_manifest=True),
-    JobField("hub_url", "str", "Hub URL for provider mappings (env HF_ENDPOINT)."),
-    JobField("api_key_env", "str", "Environment variable holding the token.", defaults.DEFAULT_API_KEY_ENV),
-    JobField(
-        "id_column",
-        "str",
-        "Column holding each row's id (default: id, then custom_id, else row number).",
-        in_manifest=True,
-    ),
-    JobField("prompt_column", "str", "Column holding the prompt text.", "prompt", in_manifest=True),
-    JobField("template", "str", "Prompt template over columns, e.g. 'Summarise: {text}'.", in_manifest=True),
-    JobField("system", "str", "System prompt for rows without their own.", in_manifest=True),
-    JobField("keep_columns", "list", "Input columns copied to the output (comma-separated).", ()),
-    JobField("max_tokens", "int", "Maximum tokens to generate per row.", defaults.DEFAULT_MAX_TOKENS, 1, True),
-    JobField("temperature", "float", "Sampling temperature.", None, 0, True),
-    JobField("top_p", "float", "Nucleus sampling probability.", None, 0, True),
-    JobField("seed", "int", "Sampling seed, for providers that honour it.", None, None, True),
-    JobField(
-        "max_input_length",
-        "int",
-        "Trim prompts longer than this many characters (0: never).",
-        defaults.DEFAULT_MAX_INPUT_LENGTH,
-        0,
-        True,
-    ),
-    JobField("concurrency", "int", "Requests in flight at most, over all providers.", defaults.DEFAULT_CONCURRENCY, 1),
-    JobField("provider_concurrency", "int", "Requests in flight at most per provider (default: concurrency).", None, 1),
-    JobField("max_retries", "int", "Retries per provider before failing over.", defaults.DEFAULT_MAX_RETRIES, 0),
-    JobField("timeout", "float", "Deadline per attempt, seconds.", defaults.DEFAULT_TIMEOUT, 0.001),
-    JobField("idle_timeout", "float", "Longest silence inside a reply, seconds.", defaults.DEFAULT_IDLE_TIMEOUT, 0.001),
-    JobField("stream", "bool", "Stream replies (SSE) instead of waiting for whole ones.", False),
-    JobField("errors", "path", "Where failed rows go (default: <output>.errors.jsonl)."),
-    JobField("stats", "path", "Where stats go (default: <output>.stats.json)."),
-    JobField(
-        "grace", "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", defaults.DEFAULT_GRACE, 0
-    ),
-)
-_BY_KEY = {f.key: f for f in FIELDS}
-_SECRET_KEYS = frozenset({"token", "api_key", "hf_token", "key", "secret", "password", "authorization"})
-_EXTRA_TABLES = frozenset({"sim"})
+def setting(
+    kind: str,
+    help: str,
+    default: Any = MISSING,
+    *,
+    minimum: float | None = None,
+    in_manifest: bool = False,
+) -> Any:
+    """A JobSpec field that is also a job-file key and a flag (its one home: type, default, help)."""
+    meta = {"kind": kind, "help": help, "minimum": minimum, "in_manifest": in_manifest}
+    return field(default=default, metadata={"setting": meta})
 
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """A validated job: every setting typed, defaults filled, paths resolved."""
+    """A validated job: every setting typed, defaults filled, paths resolved.
 
-    input: Path
-    output: Path
-    model: str
-    providers: tuple[str, ...] = ()
-    api_base: str = defaults.DEFAULT_API_BASE
-    hub_url: str | None = None
-    api_key_env: str = defaults.DEFAULT_API_KEY_ENV
-    id_column: str | None = None
-    prompt_column: str = "prompt"
-    template: str | None = None
-    system: str | None = None
-    keep_columns: tuple[str, ...] = ()
-    max_tokens: int | None = defaults.DEFAULT_MAX_TOKENS
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    max_input_length: int = defaults.DEFAULT_MAX_INPUT_LENGTH
-    concurrency: int = defaults.DEFAULT_CONCURRENCY
-    provider_concurrency: int | None = None
-    max_retries: int = defaults.DEFAULT_MAX_RETRIES
-    timeout: float = defaults.DEFAULT_TIMEOUT
-    idle_timeout: float = defaults.DEFAULT_IDLE_TIMEOUT
-    stream: bool = False
-    errors: Path | None = None
-    stats: Path | None = None
-    grace: float = defaults.DEFAULT_GRACE
-    sim: dict[str, Any] | None = field(default=None)
+    Each field made with `setting(...)` is a job-file key and a flag of the same name.
+    """
+
+    input: Path = setting("path", "Input file: .jsonl, .jsonl.gz, .parquet or a folder of .parquet parts.")
+    output: Path = setting("path", "Output file: .jsonl or .parquet (by extension).")
+    model: str = setting("str", "Model id or alias, e.g. meta-llama/Llama-3.3-70B-Instruct.", in_manifest=True)
+    providers: tuple[str, ...] = setting(
+        "list", "Providers to try, in order (comma-separated). Default: the Hub's live ones.", ()
+    )
+    api_base: str = setting("str", "OpenAI-compatible base URL.", defaults.DEFAULT_API_BASE, in_manifest=True)
+    hub_url: str | None = setting("str", "Hub URL for provider mappings (env HF_ENDPOINT).", None)
+    api_key_env: str = setting("str", "Environment variable holding the token.", defaults.DEFAULT_API_KEY_ENV)
+    id_column: str | None = setting(
+        "str", "Column holding each row's id (default: id, then custom_id, else row number).", None, in_manifest=True
+    )
+    prompt_column: str = setting("str", "Column holding the prompt text.", "prompt", in_manifest=True)
+    template: str | None = setting(
+        "str", "Prompt template over columns, e.g. 'Summarise: {text}'.", None, in_manifest=True
+    )
+    system: str | None = setting("str", "System prompt for rows without their own.", None, in_manifest=True)
+    keep_columns: tuple[str, ...] = setting("list", "Input columns copied to the output (comma-separated).", ())
+    max_tokens: int | None = setting(
+        "int", "Maximum tokens to generate per row.", defaults.DEFAULT_MAX_TOKENS, minimum=1, in_manifest=True
+    )
+    temperature: float | None = setting("float", "Sampling temperature.", None, minimum=0, in_manifest=True)
+    top_p: float | None = setting("float", "Nucleus sampling probability.", None, minimum=0, in_manifest=True)
+    seed: int | None = setting("int", "Sampling seed, for providers that honour it.", None, in_manifest=True)
+    max_input_length: int = setting(
+        "int",
+        "Trim prompts longer than this many characters (0: never).",
+        defaults.DEFAULT_MAX_INPUT_LENGTH,
+        minimum=0,
+        in_manifest=True,
+    )
+    concurrency: int = setting(
+        "int", "Requests in flight at most, over all providers.", defaults.DEFAULT_CONCURRENCY, minimum=1
+    )
+    provider_concurrency: int | None = setting(
+        "int", "Requests in flight at most per provider (default: concurrency).", None, minimum=1
+    )
+    max_retries: int = setting(
+        "int", "Retries per provider before failing over.", defaults.DEFAULT_MAX_RETRIES, minimum=0
+    )
+    timeout: float = setting("float", "Deadline per attempt, seconds.", defaults.DEFAULT_TIMEOUT, minimum=0.001)
+    idle_timeout: float = setting(
+        "float", "Longest silence inside a reply, seconds.", defaults.DEFAULT_IDLE_TIMEOUT, minimum=0.001
+    )
+    stream: bool = setting("bool", "Stream replies (SSE) instead of waiting for whole ones.", False)
+    errors: Path | None = setting("path", "Where failed rows go (default: <output>.errors.jsonl).", None)
+    stats: Path | None = setting("path", "Where stats go (default: <output>.stats.json).", None)
+    grace: float = setting(
+        "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", defaults.DEFAULT_GRACE, minimum=0
+    )
+    #: The `[sim]` table: start the built-in simulated server in-process (job files only).
+    sim: dict[str, Any] | None = None
+    #: Where the settings came from, for error messages.
     source: str = "command line"
 
     @property
     def errors_path(self) -> Path:
         """Where failed rows go."""
-        return self.errors or self.output.with_name(self.output.name + ".errors.jsonl")
+        return self.output_files().paths.errors
 
     @property
     def stats_path(self) -> Path:
         """Where the stats JSON goes."""
-        return self.stats or self.output.with_name(self.output.name + ".stats.json")
+        return self.output_files().paths.stats
+
+    def output_files(self) -> OutputFiles:
+        """The files of this job's output (nothing is opened or checked)."""
+        from hfbatch.outputs.files import OutputFiles
+
+        return OutputFiles(self.output, errors=self.errors, stats=self.stats)
 
     def manifest_settings(self) -> dict[str, Any]:
         """The settings that decide what a row's result is; a change forbids resuming."""
@@ -140,6 +144,16 @@ class JobSpec:
             "seed": self.seed,
         }
         return {k: v for k, v in params.items() if v is not None}
+
+
+FIELDS: tuple[JobField, ...] = tuple(
+    JobField(f.name, default=None if f.default is MISSING else f.default, **f.metadata["setting"])
+    for f in fields(JobSpec)
+    if "setting" in f.metadata
+)
+_BY_KEY = {f.key: f for f in FIELDS}
+_SECRET_KEYS = frozenset({"token", "api_key", "hf_token", "key", "secret", "password", "authorization"})
+_EXTRA_TABLES = frozenset({"sim"})
 
 
 def _jsonable(value: Any) -> Any:
@@ -233,20 +247,7 @@ def build_spec(file_values: dict[str, Any], flag_values: dict[str, Any]) -> JobS
     spec = JobSpec(**{k: v for k, v in merged.items() if k in known and v is not None})
     if spec.output.suffix not in (".jsonl", ".parquet"):
         raise JobSpecError(f"{source}: key 'output': {spec.output} must end in .jsonl or .parquet")
-    if spec.template is not None:
-        _check_template(source, spec.template)
     return spec
-
-
-def _check_template(source: str, template: str) -> None:
-    import string
-
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise JobSpecError(f"{source}: key 'template': {exc} (write {{{{ and }}}} for literal braces)") from None
-    if not names:
-        raise JobSpecError(f"{source}: key 'template': names no column; write e.g. 'Summarise: {{text}}'")
 
 
 def with_overrides(spec: JobSpec, **changes: Any) -> JobSpec:
