@@ -14,7 +14,7 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp
@@ -353,7 +353,7 @@ class HuggingFaceAPI:
         max_input_length: int | None = defaults.DEFAULT_MAX_INPUT_LENGTH,
         media: Sequence[MediaItem] | None = None,
         **params: Any,
-    ) -> AsyncIterator[str | ChatResult]:
+    ) -> AsyncGenerator[str | ChatResult, None]:
         """Stream the reply's text, failing over between providers until text starts; last, the ChatResult.
 
         A failure after text has been yielded is raised: the caller has already shown it.
@@ -407,7 +407,7 @@ class HuggingFaceAPI:
 
     @staticmethod
     def calculate_length(messages: Sequence[Message]) -> int:
-        """Characters of content plus 16 per message, as the seed measured prompts."""
+        """Characters of content plus 16 per message (the measure `max_input_length` trims by)."""
         return calculate_length(messages)
 
 

@@ -10,7 +10,7 @@ FALLBACK_TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 DEFAULT_MAX_TOKENS = 2048
 DEFAULT_MAX_INPUT_LENGTH = 10_000
-MESSAGE_OVERHEAD = 16  # per message, in calculate_length: the seed's rule
+MESSAGE_OVERHEAD = 16  # characters per message in calculate_length, for role markers and framing
 
 # Per-attempt wall-clock deadline and stream idle timeout, seconds.
 DEFAULT_TIMEOUT = 120.0

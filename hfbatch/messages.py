@@ -35,7 +35,7 @@ def _content_length(content: Any) -> int:
 
 
 def calculate_length(messages: Iterable[Message]) -> int:
-    """The seed's measure of a prompt: characters of content plus 16 per message."""
+    """A prompt's size as hfbatch measures it for trimming: characters of content plus 16 per message."""
     return sum(_content_length(m.get("content")) + defaults.MESSAGE_OVERHEAD for m in messages)
 
 

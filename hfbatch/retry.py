@@ -84,7 +84,7 @@ def decide(
     other_provider_ready: bool,
     rng: random.Random | None = None,
 ) -> Decision:
-    """Decide what follows a failed attempt on one provider (DESIGN.md's failure table).
+    """Decide what follows a failed attempt on one provider (the README's failure table).
 
     `retries_taken` counts earlier retries of this row on this provider;
     `other_provider_ready` says whether an untried provider is available now.

@@ -1,8 +1,12 @@
-"""Shared fixtures: a clean environment, a fast retry policy, simulated servers and clients pointed at them.
+"""Shared fixtures: a clean environment, fast time, one family of simulated servers, and clients on them.
 
-Async tests start a simulated server with `start_sim(config)` and build clients with
-`make_client(sim, ...)`; both are torn down when the test ends. Sync tests (the CLI)
-use `sim_in_thread(config)`, which serves from a background thread.
+The simulator family:
+- `sim`: the server most tests need, serving `sim_config` from a background thread (so sync
+  tests, async tests and `hfbatch` subprocesses can all reach it), with its token in HF_TOKEN.
+  A module overrides the `sim_config` fixture, or a test parametrizes it indirectly.
+- `start_sim(config)`: more servers, or servers in the test's own event loop.
+- `sim_in_thread(config)`: more servers in threads, for sync tests.
+- `make_client(sim, ...)`: an HuggingFaceAPI on a server, with the fast retry policy.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import pytest
 
 from hfbatch.client import HuggingFaceAPI
 from hfbatch.retry import RetryPolicy
-from hfbatch.sim import SimConfig, SimServer
+from hfbatch.sim import SimConfig, SimProvider, SimServer
+from tests.helpers import one_model
 
 #: Per-attempt deadline for clients in tests: long enough never to fire by accident, short enough not to hang CI.
 TEST_TIMEOUT = 10.0
@@ -41,6 +46,27 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     hf_home = tmp_path / "hf-home"
     monkeypatch.setenv("HF_HOME", str(hf_home))
     return hf_home
+
+
+@pytest.fixture
+def fast_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every retry delay and cool-down a run takes a thousandfold shorter (HFBATCH_TIME_SCALE)."""
+    monkeypatch.setenv("HFBATCH_TIME_SCALE", "0.001")
+
+
+@pytest.fixture
+def sim_config(request: pytest.FixtureRequest) -> SimConfig:
+    """What `sim` serves: two healthy providers, unless a module overrides this or a test parametrizes it."""
+    param: SimConfig | None = getattr(request, "param", None)
+    return param or one_model(SimProvider("p1"), SimProvider("p2"))
+
+
+@pytest.fixture
+def sim(sim_config: SimConfig, sim_in_thread: SimInThread, monkeypatch: pytest.MonkeyPatch) -> SimServer:
+    """A running simulator serving `sim_config` from a thread, with its token in HF_TOKEN."""
+    server = sim_in_thread(sim_config)
+    monkeypatch.setenv("HF_TOKEN", sim_config.token)
+    return server
 
 
 @pytest.fixture

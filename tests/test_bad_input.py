@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,20 +13,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hfbatch.cli import cli
-from hfbatch.sim import SimConfig, SimModel, SimProvider, SimServer
+from hfbatch.sim import SimConfig, SimProvider, SimServer
+from tests.helpers import MODEL, one_model
 
-MODEL = "org/model"
+pytestmark = pytest.mark.usefixtures("fast_time")
 
 
 @pytest.fixture
-def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimServer]:
-    """A healthy simulator in a thread, with its token in HF_TOKEN."""
-    server = SimServer(SimConfig(models=(SimModel(MODEL, (SimProvider("p1"),)),)))
-    monkeypatch.setenv("HF_TOKEN", server.config.token)
-    monkeypatch.setenv("HFBATCH_TIME_SCALE", "0.001")
-    monkeypatch.delenv("HFBATCH_DEBUG", raising=False)
-    with server.in_thread():
-        yield server
+def sim_config() -> SimConfig:
+    """One healthy provider."""
+    return one_model(SimProvider("p1"))
 
 
 def run(sim: SimServer, inp: Path, out: Path, *extra: str) -> Result:

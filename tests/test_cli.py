@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,32 +12,25 @@ from click.testing import CliRunner, Result
 
 from hfbatch.cli import cli
 from hfbatch.outputs.manifest import hold_lock
-from hfbatch.sim import Fault, SimConfig, SimModel, SimProvider, SimServer
+from hfbatch.sim import Fault, SimConfig, SimProvider, SimServer
+from tests.helpers import MODEL, one_model
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "hf_cli_secret_token_123"
-MODEL = "org/model"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No token or endpoint from the machine; tiny delays."""
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HFBATCH_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HFBATCH_TIME_SCALE", "0.001")
+pytestmark = pytest.mark.usefixtures("fast_time")
 
 
 @pytest.fixture
-def sim() -> Iterator[SimServer]:
-    """A simulator in a background thread, its first provider out of credits."""
-    config = SimConfig(
-        models=(SimModel(MODEL, (SimProvider("broke", faults=(Fault("402"),)), SimProvider("ok"))),),
-        token=SECRET,
-    )
-    server = SimServer(config)
-    with server.in_thread():
-        yield server
+def sim_config() -> SimConfig:
+    """The first provider is out of credits."""
+    return one_model(SimProvider("broke", faults=(Fault("402"),)), SimProvider("ok"), token=SECRET)
+
+
+@pytest.fixture
+def sim(sim: SimServer, monkeypatch: pytest.MonkeyPatch) -> SimServer:
+    """The shared simulator, without its token in the environment: each test gives the token it means."""
+    monkeypatch.delenv("HF_TOKEN")
+    return sim
 
 
 def invoke(*args: str) -> Result:
@@ -261,3 +253,15 @@ def test_help_lists_every_job_key_as_a_flag() -> None:
     result = invoke("run", "--help")
     for field in FIELDS:
         assert field.flag in result.output
+
+
+def test_run_help_shows_every_default() -> None:
+    """Each setting with a default shows it in `hfbatch run --help`, as the job file would hold it."""
+    from hfbatch.jobspec import FIELDS
+
+    text = " ".join(invoke("run", "--help").output.split())
+    for field in FIELDS:
+        if field.default in (None, ()):
+            continue
+        shown = ("stream" if field.default else "no-stream") if field.kind == "bool" else str(field.default)
+        assert f"[default: {shown}]" in text, field.key

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +17,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from hfbatch.outputs import OutputFiles
-from hfbatch.sim import Fault, SimConfig, SimModel, SimProvider, SimServer, reply_for
+from hfbatch.sim import Fault, SimConfig, SimProvider, SimServer, reply_for
+from tests.helpers import MODEL, one_model
 
-MODEL = "org/model"
 TOKEN = "hf_crash_test_token"
 ROWS = 600
 
 
 @pytest.fixture
-def sim(request: pytest.FixtureRequest) -> Iterator[SimServer]:
-    """A simulator in a thread with some latency, so kills land while requests are in flight."""
+def sim_config(request: pytest.FixtureRequest) -> SimConfig:
+    """Some latency, so kills land while requests are in flight; a test may give its own providers."""
     providers = getattr(request, "param", None) or (
         SimProvider("p1", latency=0.02, faults=(Fault("500", rate=0.05),)),
         SimProvider("p2", latency=0.02),
     )
-    server = SimServer(SimConfig(models=(SimModel(MODEL, tuple(providers)),), token=TOKEN))
-    with server.in_thread():
-        yield server
+    return one_model(*providers, token=TOKEN)
 
 
 def make_input(tmp_path: Path, rows: int = ROWS) -> tuple[Path, dict[str, str]]:
@@ -101,7 +98,8 @@ def wait_for_results(proc: subprocess.Popen[bytes], out: Path, at_least: int, li
 def read_records(out: Path) -> list[dict[str, Any]]:
     """Every output record; JSONL lines must each parse (no torn record)."""
     if out.suffix == ".parquet":
-        return pq.read_table(out).to_pylist()
+        records: list[dict[str, Any]] = pq.read_table(out).to_pylist()
+        return records
     text = out.read_text(encoding="utf-8")
     assert text.endswith("\n")
     return [json.loads(line) for line in text.splitlines()]
@@ -171,7 +169,9 @@ def test_signal_drains_in_flight_rows_and_exits_interrupted(sim: SimServer, tmp_
     check_complete(out, prompts)
 
 
-@pytest.mark.parametrize("sim", [(SimProvider("p1", latency=0.01, faults=(Fault("hang", after=40),)),)], indirect=True)
+@pytest.mark.parametrize(
+    "sim_config", [(SimProvider("p1", latency=0.01, faults=(Fault("hang", after=40),)),)], indirect=True
+)
 def test_second_ctrl_c_stops_at_once_without_corrupting_output(sim: SimServer, tmp_path: Path) -> None:
     """With requests hanging, a second SIGINT ends the run long before the grace period; the output stays whole."""
     inp, _ = make_input(tmp_path, 200)
@@ -190,7 +190,7 @@ def test_second_ctrl_c_stops_at_once_without_corrupting_output(sim: SimServer, t
     assert len(records) == len({r["id"] for r in records}) == 40
 
 
-@pytest.mark.parametrize("sim", [(SimProvider("p1", latency=0.01, faults=(Fault("hang"),)),)], indirect=True)
+@pytest.mark.parametrize("sim_config", [(SimProvider("p1", latency=0.01, faults=(Fault("hang"),)),)], indirect=True)
 def test_grace_period_cancels_requests_that_do_not_finish(sim: SimServer, tmp_path: Path) -> None:
     """Requests still in flight when the grace period ends are cancelled; the run exits 130 with stats."""
     inp, _ = make_input(tmp_path, 50)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hfbatch.errors import ExitCode
 from hfbatch.jobspec import JobSpec
-from hfbatch.runner import ExitCode, RunReport, run_job
-from hfbatch.sim import Fault, SimConfig, SimModel, SimProvider, SimServer
+from hfbatch.runner import RunReport, run_job
+from hfbatch.sim import Fault, SimProvider, SimServer
+from tests.conftest import StartSim
+from tests.helpers import MODEL, one_model
 
-MODEL = "org/model"
 ROWS = 300
 
 # Each fault, and the class a row that failed with it is recorded under.
@@ -34,28 +36,19 @@ FAULTS: list[tuple[Fault, str]] = [
 IDS = ["402", "429-retry-after", "429-bare", "500", "503", "hang", "reset", "down", "malformed", "truncate"]
 
 
-@pytest.fixture(autouse=True)
-def fast_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retry delays and cool-downs a thousandfold shorter."""
-    monkeypatch.setenv("HFBATCH_TIME_SCALE", "0.001")
+pytestmark = pytest.mark.usefixtures("fast_time")
 
 
 @pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    """A factory of running simulators with two providers."""
-    servers: list[SimServer] = []
+def server(start_sim: StartSim, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[SimServer]]:
+    """A factory: `await server(p1, p2)` starts a simulator with those two providers, its token in HF_TOKEN."""
 
     async def make(p1: SimProvider, p2: SimProvider) -> SimServer:
-        config = SimConfig(models=(SimModel(MODEL, (p1, p2)),), seed=11, hang_seconds=30.0)
-        sim = SimServer(config)
-        await sim.start()
-        servers.append(sim)
+        config = one_model(p1, p2, seed=11, hang_seconds=30.0)
         monkeypatch.setenv("HF_TOKEN", config.token)
-        return sim
+        return await start_sim(config)
 
-    yield make
-    for sim in servers:
-        await sim.stop()
+    return make
 
 
 async def run(sim: SimServer, tmp_path: Path, **kw: Any) -> tuple[RunReport, JobSpec]:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import hfbatch.inputs.base as input_base
 import hfbatch.inputs.parquet as parquet_input
 from hfbatch.errors import InputError
-from hfbatch.inputs import BadRow, InputReader, InputSpec, Row, open_input
+from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
 
 # --------------------------------------------------------------------------- helpers
 
@@ -54,13 +54,15 @@ def write_parquet(path: Path, records: list[dict[str, Any]], row_group_size: int
     return path
 
 
-def read(path: Path, **kw: Any) -> list[Row | BadRow]:
+def read(path: Path, **kw: Any) -> list[Row | BadRow | DoneRow]:
     with open_input(InputSpec(path, **kw)) as reader:
         return list(reader)
 
 
-def only(items: list[Row | BadRow]) -> Row | BadRow:
+def only(items: list[Row | BadRow | DoneRow]) -> Row | BadRow:
+    """The one row read, which no earlier run finished."""
     assert len(items) == 1, items
+    assert not isinstance(items[0], DoneRow)
     return items[0]
 
 

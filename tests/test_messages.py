@@ -113,7 +113,7 @@ def test_trim_messages(lengths: str, budget: int, kept: str) -> None:
 
 
 def test_trim_seed_worked_example() -> None:
-    """The seed's example [S,U1,A1,U2,A2,U3,A3,U4] under a tiny budget keeps [S, U4]."""
+    """The worked example [S,U1,A1,U2,A2,U3,A3,U4] under a tiny budget keeps [S, U4]."""
     names = ["S", "U1", "A1", "U2", "A2", "U3", "A3", "U4"]
     messages = [msg("system" if n == "S" else "user" if n[0] == "U" else "assistant", n * 50) for n in names]
     assert [m["content"][:2] for m in trim_messages(messages, 100)] == ["SS", "U4"]

@@ -171,7 +171,7 @@ def rate_limited(retry_after: float | None = None) -> RateLimitError:
     ],
 )
 def test_decide_first_failure(error: APIError, other_ready: bool, action: Action) -> None:
-    """The first failure on a provider leads to the action DESIGN.md's failure table gives."""
+    """The first failure on a provider leads to the action the README's failure table gives."""
     assert decide(error, 0, POLICY, other_provider_ready=other_ready).action is action
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hfbatch.errors import AuthenticationError, UsageError
+from hfbatch.errors import AuthenticationError, ExitCode, UsageError
 from hfbatch.jobspec import JobSpec
-from hfbatch.runner import ExitCode, RunControl, run_job
-from hfbatch.sim import Fault, SimConfig, SimModel, SimProvider, SimServer, reply_for
+from hfbatch.runner import RunControl, run_job
+from hfbatch.sim import Fault, SimProvider, SimServer, reply_for
+from tests.helpers import MODEL, one_model
 
-MODEL = "org/model"
-
-
-def sim_config(*providers: SimProvider, **kw: Any) -> SimConfig:
-    """A one-model simulator config with these providers."""
-    return SimConfig(models=(SimModel(MODEL, tuple(providers)),), **kw)
-
-
-@pytest.fixture(autouse=True)
-def fast_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every retry delay and cool-down shrinks a thousandfold; no token leaks in from the machine."""
-    monkeypatch.setenv("HFBATCH_TIME_SCALE", "0.001")
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-async def sim(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SimServer]:
-    """A running simulator; tests choose its config with `@pytest.mark.parametrize('sim', [...], indirect=True)`."""
-    config = getattr(request, "param", None) or sim_config(SimProvider("p1"), SimProvider("p2"))
-    async with SimServer(config) as server:
-        monkeypatch.setenv("HF_TOKEN", config.token)
-        yield server
+pytestmark = pytest.mark.usefixtures("fast_time")
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -64,7 +42,8 @@ def spec_for(sim: SimServer, tmp_path: Path, inp: Path, out: str = "out.jsonl", 
 def read_output(path: Path) -> list[dict[str, Any]]:
     """The output records, JSONL or Parquet."""
     if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
+        records: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+        return records
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -97,9 +76,9 @@ async def test_jsonl_in_jsonl_out_every_id_once_with_its_own_reply(sim: SimServe
 
 
 @pytest.mark.parametrize(
-    "sim",
+    "sim_config",
     [
-        sim_config(
+        one_model(
             SimProvider("broke", faults=(Fault("402"),)),
             SimProvider("flaky", faults=(Fault("429", rate=0.05), Fault("500", rate=0.05))),
             seed=3,
@@ -228,7 +207,7 @@ async def test_output_not_made_by_hfbatch_is_not_appended_to(sim: SimServer, tmp
     assert spec.output.read_text() == '{"something": "else"}\n'
 
 
-@pytest.mark.parametrize("sim", [sim_config(SimProvider("p1", faults=(Fault("400", rate=0.3),)))], indirect=True)
+@pytest.mark.parametrize("sim_config", [one_model(SimProvider("p1", faults=(Fault("400", rate=0.3),)))], indirect=True)
 async def test_failed_and_bad_rows_go_to_errors_file_and_rerun_retries_them(sim: SimServer, tmp_path: Path) -> None:
     """Rows that fail and bad input lines are in the errors file with where and why; the exit code says so."""
     inp = tmp_path / "in.jsonl"
@@ -265,7 +244,7 @@ async def test_per_row_max_tokens_and_system_reach_the_server(sim: SimServer, tm
     assert body["max_tokens"] == 3
 
 
-@pytest.mark.parametrize("sim", [sim_config(SimProvider("p1"), token="hf_right")], indirect=True)
+@pytest.mark.parametrize("sim_config", [one_model(SimProvider("p1"), token="hf_right")], indirect=True)
 async def test_wrong_token_stops_the_run_with_the_auth_code(
     sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -84,7 +84,7 @@ def test_decoder_close_resets() -> None:
     assert decoder.close() == []
 
 
-JSON_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+JSON_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=20)
 PAYLOADS = st.lists(
     st.one_of(
         st.builds(lambda t: json.dumps({"choices": [{"delta": {"content": t}}]}, ensure_ascii=False), JSON_TEXT),

@@ -6,19 +6,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hfbatch.sim import Fault, SimConfig, SimModel, SimProvider, SimServer
+from hfbatch.sim import Fault, SimConfig, SimProvider, SimServer
+from tests.helpers import MODEL, one_model
 
 TOKEN = "hf_Recognisable_Secret_7Q9x2Lm4"
-MODEL = "org/model"
 
 
 @pytest.fixture
-def sim() -> Iterator[SimServer]:
+def sim_config() -> SimConfig:
     """Providers that between them answer with every error hfbatch handles, one quoting the token back."""
     faults = (
         Fault("leak", rate=0.15),
@@ -31,22 +30,12 @@ def sim() -> Iterator[SimServer]:
         Fault("422", rate=0.05),
         Fault("401", after=150),
     )
-    config = SimConfig(
-        models=(
-            SimModel(
-                MODEL,
-                (
-                    SimProvider("broke", faults=(Fault("402"),)),
-                    SimProvider("messy", faults=faults),
-                    SimProvider("leaky", faults=(Fault("leak"),)),
-                ),
-            ),
-        ),
+    return one_model(
+        SimProvider("broke", faults=(Fault("402"),)),
+        SimProvider("messy", faults=faults),
+        SimProvider("leaky", faults=(Fault("leak"),)),
         token=TOKEN,
     )
-    server = SimServer(config)
-    with server.in_thread():
-        yield server
 
 
 def hfbatch(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
