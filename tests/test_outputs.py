@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hfbatch.idset import IdSet
 from hfbatch.inputs import DoneRow, InputSpec, Row, open_input
+from hfbatch.outputs import FORMATS, OutputFiles
 from hfbatch.outputs.journal import _SCAN_BLOCK, IdScanner, scan_journal
+from hfbatch.outputs.jsonl import JournalFormat
 
 
 def record(row_id: object) -> str:
@@ -94,3 +97,38 @@ def test_an_id_column_is_the_key_that_is_skipped(tmp_path: Path) -> None:
         items = list(reader.rows(IdSet(["k1"])))
     assert [type(i) for i in items] == [DoneRow, Row]
     assert items[1].id == "k2"
+
+
+class WrappedFormat(JournalFormat):
+    """A test format whose lines do not start with the row id: {"id": "req_<n>", "custom_id": <row id>, ...}."""
+
+    name = "wrapped"
+    scanner = IdScanner(key="custom_id", lead=rb'\{"id": "req_[0-9]+", "custom_id": ')
+
+    def encode(self, record: dict[str, Any]) -> str:
+        """The record wrapped under its own request id."""
+        return json.dumps({"id": f"req_{abs(hash(record['id'])) % 10**6}", "custom_id": record["id"], "data": record})
+
+
+def test_a_format_added_through_the_registry_resumes_by_its_own_scanner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One class and one registry entry make a format: its results are written and found again on resume."""
+    monkeypatch.setitem(FORMATS, "wrapped", WrappedFormat)
+    out = tmp_path / "out.jsonl"
+    ids: list[Any] = ["a", "b", 7, 'q"uote']
+    files = OutputFiles(out, format="wrapped")
+    with files:
+        files.prepare({}, {}, restart=False, force=False)
+        files.load_done(IdSet())
+        files.start({}, {})
+        for row_id in ids:
+            files.add_result({"id": row_id, "output": "x"})
+        files.close()
+    lines = out.read_text().splitlines()
+    assert [json.loads(line)["custom_id"] for line in lines] == ids
+    assert all(line.startswith('{"id": "req_') for line in lines)
+    found = IdSet()
+    with OutputFiles(out, format="wrapped") as again:
+        again.load_done(found)
+    assert all(i in found for i in ids) and "c" not in found
