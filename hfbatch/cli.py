@@ -63,9 +63,9 @@ def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--api-key-env",
-        default=defaults.DEFAULT_API_KEY_ENV,
-        show_default=True,
-        help="Environment variable that holds the token.",
+        default=None,
+        help="Environment variable that holds the token; only it is read. "
+        "Default: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then $HF_HOME/token, sent only to Hugging Face.",
     )(f)
     f = click.option("--hub-url", default=None, help="Hub URL for provider mappings (default https://huggingface.co).")(
         f
@@ -74,11 +74,11 @@ def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _api(api_base: str | None, hub_url: str | None, api_key_env: str, **kw: Any) -> Any:
+def _api(api_base: str | None, hub_url: str | None, api_key_env: str | None, **kw: Any) -> Any:
     from hfbatch.client import HuggingFaceAPI
-    from hfbatch.credentials import resolve_token
+    from hfbatch.credentials import token_for
 
-    token = resolve_token(api_key_env)
+    token = token_for(api_base or defaults.DEFAULT_API_BASE, hub_url, api_key_env)
     return HuggingFaceAPI(token, api_base=api_base, hub_url=hub_url, api_key_env=api_key_env, **kw)
 
 
@@ -90,7 +90,7 @@ def cli() -> None:
 
 @cli.command()
 @_connection_options
-def models(api_base: str | None, hub_url: str | None, api_key_env: str) -> None:
+def models(api_base: str | None, hub_url: str | None, api_key_env: str | None) -> None:
     """List the models served live for chat."""
 
     async def go() -> list[str]:
@@ -104,7 +104,7 @@ def models(api_base: str | None, hub_url: str | None, api_key_env: str) -> None:
 @cli.command()
 @click.argument("model")
 @_connection_options
-def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: str) -> None:
+def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: str | None) -> None:
     """Show the providers that serve MODEL live for chat, in the Hub's order."""
 
     async def go() -> list[Any]:
@@ -137,7 +137,7 @@ def chat(
     timeout: float,
     api_base: str | None,
     hub_url: str | None,
-    api_key_env: str,
+    api_key_env: str | None,
 ) -> None:
     """Stream one answer from MODEL to PROMPT on stdout."""
     from hfbatch.wire import ChatResult
@@ -199,7 +199,7 @@ def sim(host: str, port: int, config_path: str | None) -> None:
 def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     from hfbatch.jobspec import FIELDS
 
-    types: dict[str, Any] = {"int": int, "float": float, "str": str, "path": str, "list": str}
+    types: dict[str, Any] = {"int": int, "float": float, "str": str, "url": str, "path": str, "list": str}
     for field in reversed(FIELDS):
         # Lists are shown as the job file writes them; `run` drops values the user did not give
         # (ParameterSource.DEFAULT), so a default never overrides the job file.

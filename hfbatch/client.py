@@ -13,14 +13,13 @@ import contextlib
 import json
 import os
 import time
-import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
 from hfbatch import defaults
-from hfbatch.credentials import token_hint
+from hfbatch.credentials import check_url, token_hint, url_label
 from hfbatch.errors import APIError, AuthenticationError, MalformedResponseError, ModelNotSupportedError
 from hfbatch.failover import BasicScheduler, Scheduler, call_with_failover
 from hfbatch.http_errors import error_for_status, map_transport_errors
@@ -85,11 +84,13 @@ class HuggingFaceAPI:
         idle_timeout: float = defaults.DEFAULT_IDLE_TIMEOUT,
         connect_timeout: float = defaults.DEFAULT_CONNECT_TIMEOUT,
         retry: RetryPolicy | None = None,
-        api_key_env: str = defaults.DEFAULT_API_KEY_ENV,
+        api_key_env: str | None = None,
     ) -> None:
         self._api_key = api_key
-        self.api_base = (api_base or defaults.DEFAULT_API_BASE).rstrip("/")
-        self.hub_url = (hub_url or os.environ.get("HF_ENDPOINT") or defaults.DEFAULT_HUB_URL).rstrip("/")
+        self.api_base = check_url(api_base or defaults.DEFAULT_API_BASE, "api_base").rstrip("/")
+        self.hub_url = check_url(
+            hub_url or os.environ.get("HF_ENDPOINT") or defaults.DEFAULT_HUB_URL, "hub_url"
+        ).rstrip("/")
         #: HF semantics (Hub mapping, provider pinning) hold on the router, or elsewhere when a Hub is
         #: named explicitly; HF_ENDPOINT alone (a Hub mirror) does not make another server an HF router.
         self.uses_hub = self.api_base == defaults.DEFAULT_API_BASE or hub_url is not None
@@ -205,7 +206,7 @@ class HuggingFaceAPI:
     @property
     def provider_label(self) -> str:
         """The name stats use for a plain OpenAI-compatible server: its host and port."""
-        return urllib.parse.urlsplit(self.api_base).netloc or self.api_base
+        return url_label(self.api_base)
 
     async def get_mapping(self, model: str, api_key: str | None = None) -> list[ProviderMapping]:
         """The live conversational providers of `model` (alias resolved), in the Hub's order."""

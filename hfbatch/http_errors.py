@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from hfbatch.credentials import HF_TOKEN_SHAPE
 from hfbatch.errors import (
     APIError,
     APITimeoutError,
@@ -29,9 +30,12 @@ from hfbatch.errors import (
     TransportError,
 )
 
-__all__ = ["error_for_status", "map_transport_errors", "parse_retry_after", "redact", "scrub"]
+__all__ = ["error_for_status", "map_transport_errors", "parse_retry_after", "redact", "scrub", "shorten"]
 
-_MAX_BODY_IN_MESSAGE = 300
+# Messages and kept bodies are cut to these lengths only after every secret is gone from them:
+# a cut first could split the token and leave all but its last characters.
+MAX_MESSAGE = 300
+MAX_BODY = 300
 _REDACTED = "***"
 
 
@@ -68,17 +72,24 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Return `text` with every secret (and its Bearer form) replaced by `***`."""
+    """Return `text` with every secret, and anything shaped like an HF token, replaced by `***`."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, _REDACTED)
-    return text
+    # Anything shaped like a Hugging Face token goes too, whoever's it is.
+    return HF_TOKEN_SHAPE.sub("hf_" + _REDACTED, text) if "hf_" in text else text
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut `text` to `limit` characters, marking the cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def scrub(error: APIError, secrets: Iterable[str]) -> None:
-    """Remove every secret from an error's message and kept body, in place."""
-    body = redact(error.body, secrets) if error.body is not None else None
-    error.rewrite(redact(error.message, secrets), body)
+    """Remove every secret from an error's message and kept body, then cut them to length, in place."""
+    secrets = tuple(secrets)
+    body = shorten(redact(error.body, secrets), MAX_BODY) if error.body is not None else None
+    error.rewrite(shorten(redact(error.message, secrets), MAX_MESSAGE), body)
 
 
 def _error_message(body: str) -> tuple[str, str | None]:
@@ -87,7 +98,7 @@ def _error_message(body: str) -> tuple[str, str | None]:
         data = json.loads(body)
     except ValueError:
         text = " ".join(body.split())
-        return (text[:_MAX_BODY_IN_MESSAGE] or "(empty body)"), None
+        return (text or "(empty body)"), None
     code: str | None = None
     message: Any = data
     if isinstance(data, dict):
@@ -99,7 +110,7 @@ def _error_message(body: str) -> tuple[str, str | None]:
         else:
             message = err
     text = message if isinstance(message, str) else json.dumps(message)
-    return text[:_MAX_BODY_IN_MESSAGE], code
+    return text, code
 
 
 def error_for_status(
@@ -108,10 +119,21 @@ def error_for_status(
     *,
     provider: str | None,
     headers: dict[str, str] | None = None,
+    secrets: Iterable[str] = (),
 ) -> APIError:
-    """Build the error for an HTTP error reply; the status picks the class."""
+    """Build the error for an HTTP error reply; the status picks the class.
+
+    Every secret (and anything shaped like a token) is removed from the message and the kept
+    body before they are cut to length.
+    """
+    error = _error_class(status, body, provider=provider, headers=headers)
+    scrub(error, secrets)
+    return error
+
+
+def _error_class(status: int, body: str, *, provider: str | None, headers: dict[str, str] | None) -> APIError:
     message, code = _error_message(body)
-    kw: dict[str, Any] = {"provider": provider, "status": status, "body": body[:_MAX_BODY_IN_MESSAGE]}
+    kw: dict[str, Any] = {"provider": provider, "status": status, "body": body}
     if status == 401:
         return AuthenticationError(message, **kw)
     if status == 402:
@@ -150,12 +172,12 @@ class map_transport_errors:  # named as a function: it is used as one, `with map
         if exc is None:
             return False
         if isinstance(exc, APIError):
-            if self.secrets:
-                scrub(exc, self.secrets)
+            scrub(exc, self.secrets)
             return False
         mapped = _translate(exc, self.provider)
         if mapped is None:
             return False
+        scrub(mapped, self.secrets)
         raise mapped from exc
 
 
@@ -185,5 +207,5 @@ def _transport_message(exc: BaseException) -> str:
         return "server closed the connection"
     name = type(exc).__name__
     # str() of a ClientResponseError holds no headers, but keep messages short anyway.
-    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
     return f"{name}: {detail}" if detail else name

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfbatch import defaults
+from hfbatch.credentials import check_url, looks_like_token
 from hfbatch.errors import JobSpecError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ class JobField:
     """One setting as the job file and the CLI see it: key, kind, help, default, range."""
 
     key: str
-    kind: str  # str | path | int | float | bool | list
+    kind: str  # str | url | path | int | float | bool | list
     help: str
     default: Any = None
     minimum: float | None = None
@@ -66,9 +67,14 @@ class JobSpec:
     providers: tuple[str, ...] = setting(
         "list", "Providers to try, in order (comma-separated). Default: the Hub's live ones.", ()
     )
-    api_base: str = setting("str", "OpenAI-compatible base URL.", defaults.DEFAULT_API_BASE, in_manifest=True)
-    hub_url: str | None = setting("str", "Hub URL for provider mappings (env HF_ENDPOINT).", None)
-    api_key_env: str = setting("str", "Environment variable holding the token.", defaults.DEFAULT_API_KEY_ENV)
+    api_base: str = setting("url", "OpenAI-compatible base URL.", defaults.DEFAULT_API_BASE, in_manifest=True)
+    hub_url: str | None = setting("url", "Hub URL for provider mappings (env HF_ENDPOINT).", None)
+    api_key_env: str | None = setting(
+        "str",
+        "Environment variable holding the token; only it is read. Default: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, "
+        "then $HF_HOME/token, sent only to Hugging Face hosts (or a server given a --hub-url).",
+        None,
+    )
     id_column: str | None = setting(
         "str", "Column holding each row's id (default: id, then custom_id, else row number).", None, in_manifest=True
     )
@@ -170,6 +176,8 @@ def _unknown_key(source: str, key: str) -> JobSpecError:
             f"{source}: key '{key}': tokens do not belong in job files; put the token in an environment "
             f"variable and name it with api_key_env (default {defaults.DEFAULT_API_KEY_ENV})"
         )
+    if looks_like_token(key):
+        return JobSpecError(f"{source}: a key looks like a token; tokens do not belong in job files")
     close = difflib.get_close_matches(key, [*_BY_KEY, *_EXTRA_TABLES], n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return JobSpecError(f"{source}: unknown key '{key}'{hint}")
@@ -180,9 +188,17 @@ def _coerce(source: str, f: JobField, value: Any, base: Path | None) -> Any:
     where = f"{source}: key '{f.key}'"
     if value is None:
         return None
-    if f.kind in ("str", "path"):
-        if not isinstance(value, str) or (f.kind == "path" and not value):
+    if _holds_token(value):
+        # The value is not echoed: it may be the very token that must not be printed.
+        raise JobSpecError(
+            f"{where}: the value looks like a Hugging Face token; tokens do not belong in job files or flags: "
+            f"put it in an environment variable and name it with api_key_env (default {defaults.DEFAULT_API_KEY_ENV})"
+        )
+    if f.kind in ("str", "path", "url"):
+        if not isinstance(value, str) or (f.kind in ("path", "url") and not value):
             raise JobSpecError(f"{where}: expected a string, got {value!r}")
+        if f.kind == "url":
+            return check_url(value, where)
         if f.kind == "path":
             path = Path(value).expanduser()
             return path if path.is_absolute() or base is None else base / path
@@ -203,6 +219,13 @@ def _coerce(source: str, f: JobField, value: Any, base: Path | None) -> Any:
     if f.minimum is not None and value < f.minimum:
         raise JobSpecError(f"{where}: must be at least {f.minimum:g}, got {value!r}")
     return float(value) if f.kind == "float" else value
+
+
+def _holds_token(value: Any) -> bool:
+    """True when a setting's value (or an item of a list) is shaped like a token."""
+    if isinstance(value, str):
+        return looks_like_token(value)
+    return isinstance(value, list | tuple) and any(isinstance(v, str) and looks_like_token(v) for v in value)
 
 
 def load_job_file(path: Path) -> dict[str, Any]:

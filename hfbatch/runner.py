@@ -17,7 +17,7 @@ from typing import Any
 
 from hfbatch import defaults
 from hfbatch.client import HuggingFaceAPI
-from hfbatch.credentials import resolve_token, token_hint
+from hfbatch.credentials import token_for, token_hint
 from hfbatch.errors import APIError, AuthenticationError, ExitCode, UsageError
 from hfbatch.failover import call_with_failover
 from hfbatch.idset import IdSet
@@ -74,7 +74,7 @@ async def _client_for(spec: JobSpec, scale: float) -> AsyncIterator[HuggingFaceA
         "api_key_env": spec.api_key_env,
     }
     if spec.sim is None:
-        token = resolve_token(spec.api_key_env)
+        token = token_for(spec.api_base, spec.hub_url, spec.api_key_env)
         api = HuggingFaceAPI(token, api_base=spec.api_base, hub_url=spec.hub_url, **kw)
         if api.uses_hub and not token:
             raise AuthenticationError(f"no token: {token_hint(spec.api_key_env)}")

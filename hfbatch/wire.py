@@ -56,9 +56,13 @@ def parse_completion(raw: bytes, provider: str | None, model: str) -> ChatResult
     """Read a non-streamed reply; raise MalformedResponseError when it is not one."""
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise MalformedResponseError("reply is JSON nested too deeply to read", provider=provider) from None
     except ValueError:
-        snippet = raw[:80].decode("utf-8", "replace")
-        raise MalformedResponseError(f"reply is not JSON: {snippet!r}", provider=provider) from None
+        # The whole reply goes into the message: the caller's map_transport_errors scrubs it, then cuts it.
+        raise MalformedResponseError(
+            f"reply is not JSON: {raw.decode('utf-8', 'replace')!r}", provider=provider
+        ) from None
     if not isinstance(data, dict):
         raise MalformedResponseError("reply is not a JSON object", provider=provider)
     choices = data.get("choices")
@@ -103,10 +107,10 @@ class StreamState:
             return ""
         try:
             data = json.loads(payload)
+        except RecursionError:
+            raise MalformedResponseError("stream chunk is JSON nested too deeply", provider=self.provider) from None
         except ValueError:
-            raise MalformedResponseError(
-                f"stream chunk is not JSON: {payload[:80]!r}", provider=self.provider
-            ) from None
+            raise MalformedResponseError(f"stream chunk is not JSON: {payload!r}", provider=self.provider) from None
         if not isinstance(data, dict):
             raise MalformedResponseError("stream chunk is not a JSON object", provider=self.provider)
         if "error" in data and not data.get("choices"):
