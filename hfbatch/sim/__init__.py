@@ -14,9 +14,8 @@ from hfbatch.sim.config import (
     SimModel,
     SimProvider,
     default_sim_config,
-    load_sim_config,
-    sim_config_from_dict,
 )
+from hfbatch.sim.configfile import load_sim_config, sim_config_from_dict
 from hfbatch.sim.replies import SimReply, reply_for
 from hfbatch.sim.server import SimServer, serve
 from hfbatch.sim.state import ProviderStats, SimState
