@@ -54,7 +54,7 @@ class SimState:
         self.reset_counts()
 
     def reset_counts(self) -> None:
-        """Zero every counter, forget logged requests and restart the fault draws."""
+        """Zero every counter and the bill, forget logged requests, restart the fault draws and windows."""
         with self._lock:
             names = [p.name for m in self.config.models for p in m.providers]
             self.stats = {name: ProviderStats() for name in names}
