@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -205,3 +206,20 @@ async def test_huge_retry_after_is_sent_as_is(session: aiohttp.ClientSession) ->
     async with SimServer(one_provider(Fault("429", retry_after="999999"))) as sim:
         status, headers, _ = await post_chat(session, sim)
     assert status == 429 and headers["Retry-After"] == "999999"
+
+
+async def test_slow_reply_abandoned_by_the_client_is_not_billed(session: aiohttp.ClientSession) -> None:
+    """A hedging client that gives up on a slow reply pays nothing for it; the fast duplicate is billed once."""
+    async with SimServer(one_provider(Fault("slow", first=1, delay=60))) as sim:
+        slow = asyncio.create_task(post_chat(session, sim))
+        # The server offers nothing to await, so poll its counters until the slow request is in.
+        while sim.state.in_flight()["p"] != 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        assert (await post_chat(session, sim))[0] == 200
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
+        while sim.state.in_flight()["p"] != 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        assert sim.billing()["total"]["replies"] == 1
+        assert (sim.paid_keys(), sim.paid_twice()) == (1, 0)
+        assert sim.counts()["p"] == {"requests": 2, "by_outcome": {"200": 1}}

@@ -72,10 +72,10 @@ class Ledger:
             }
             for name, a in self._accounts.items()
         }
-        total = {
-            key: sum(a[key] for a in providers.values())
-            for key in ("replies", "prompt_tokens", "completion_tokens", "cost_usd")
+        total: dict[str, Any] = {
+            key: sum(a[key] for a in providers.values()) for key in ("replies", "prompt_tokens", "completion_tokens")
         }
+        total["cost_usd"] = sum((a.cost_usd for a in self._accounts.values()), 0.0)
         return {"providers": providers, "total": total}
 
     def paid_twice(self) -> int:
