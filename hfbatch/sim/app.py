@@ -1,52 +1,44 @@
-"""The simulated Hub and router: aiohttp handlers, routing and fault injection.
+"""The simulated Hub and router: aiohttp handlers, routing, capacity and fault injection.
 
 `make_app` builds the aiohttp application serving a `SimState`;
-`hfbatch.sim.server.SimServer` runs it on a real socket.
+`hfbatch.sim.server.SimServer` runs it on a real socket. A routed chat request is counted and
+drawn for faults (`SimState.admit`), checked against the provider's capacity (429 past it),
+then answered: by `faults.fault_response` for an error fault, else as a completion
+(`completions.Responder`), bent by a content fault if one hit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
-import socket
-import struct
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from hfbatch.sim.config import ROUTING_POLICIES, Fault, SimModel, SimProvider
-from hfbatch.sim.replies import SimReply, reply_for
+from hfbatch.sim import answers
+from hfbatch.sim.billing import request_key
+from hfbatch.sim.capacity import Grant
+from hfbatch.sim.catalog import model_entry
+from hfbatch.sim.completions import Call, Responder, Shape, pause
+from hfbatch.sim.config import CONTENT_FAULTS, ROUTING_POLICIES, Fault, SimModel, SimProvider
+from hfbatch.sim.faults import fault_response
 from hfbatch.sim.state import SimState
 from hfbatch.sim.wire import (
-    BAD_GATEWAY_HTML,
     BAD_TOKEN,
     BAD_TOKEN_HEADERS,
-    JSON_FAULTS,
-    MALFORMED_BODY,
     NO_TOKEN_HTML,
+    capacity_error,
     check_chat_body,
     dumps,
+    model_not_found,
     model_not_supported,
-    usage_of,
+    n_not_supported,
     validation_error,
 )
 
 __all__ = ["make_app"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One routed chat request, as the reply builders need it."""
-
-    model: str  # as the client sent it
-    provider: SimProvider
-    request_id: str
-    stream: bool
-    include_usage: bool
-    reply: SimReply
 
 
 def make_app(state: SimState) -> web.Application:
@@ -56,6 +48,7 @@ def make_app(state: SimState) -> web.Application:
     app.router.add_get("/api/models", handlers.model_list)
     app.router.add_get("/api/models/{model_id:.+}", handlers.mapping)
     app.router.add_get("/v1/models", handlers.router_models)
+    app.router.add_get("/v1/models/{model_id:.+}", handlers.router_model)
     app.router.add_post("/v1/chat/completions", handlers.chat)
     return app
 
@@ -72,23 +65,11 @@ def _repo_object_id(model_id: str) -> str:
     return hashlib.sha256(model_id.encode("utf-8")).hexdigest()[:24]
 
 
-def _drop(request: web.BaseRequest, *, reset: bool) -> None:
-    """Close the connection with no (further) reply: a TCP reset if `reset`, else a bare FIN."""
-    transport = request.transport
-    if transport is None:
-        return
-    if reset:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # Linger 0 turns close() into an RST, as a crashed proxy would send.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
 class _Handlers:
     def __init__(self, state: SimState) -> None:
         self.state = state
         self.config = state.config
+        self.responder = Responder(state)
 
     # --- Hub ---------------------------------------------------------------------------
 
@@ -141,16 +122,15 @@ class _Handlers:
         return _json(items)
 
     async def router_models(self, request: web.Request) -> web.StreamResponse:
-        data = [
-            {
-                "id": model.id,
-                "object": "model",
-                "owned_by": model.id.split("/")[0],
-                "providers": [{"provider": p.name, "status": p.status} for p in model.providers],
-            }
-            for model in self.config.models
-        ]
+        data = [model_entry(m, publish_prices=self.config.publish_prices) for m in self.config.models]
         return _json({"object": "list", "data": data})
+
+    async def router_model(self, request: web.Request) -> web.StreamResponse:
+        model_id = request.match_info["model_id"]
+        model = self.config.model(model_id)
+        if model is None:
+            return _json(model_not_found(model_id), 404)
+        return _json(model_entry(model, publish_prices=self.config.publish_prices))
 
     # --- router ------------------------------------------------------------------------
 
@@ -189,163 +169,81 @@ class _Handlers:
             return _json(validation_error(problem), 422, headers)
 
         fault = self.state.admit(provider, body)
-        if provider.latency:
-            await asyncio.sleep(provider.latency)
-        max_tokens = body.get("max_tokens")
-        if max_tokens is None:
-            max_tokens = body.get("max_completion_tokens")
+        answer = answers.answer_for(body, provider)
+        grant = self.state.acquire(provider, answer.total_tokens)
+        headers = {"x-inference-provider": provider.name, **headers, **grant.headers}
+        if not grant.ok:
+            self.state.record(provider.name, 429)
+            return _json(_capacity_body(provider, grant), 429, {**headers, **_retry_headers(provider, grant)})
         options = body.get("stream_options")
-        call = _Call(
+        call = Call(
             model=model,
             provider=provider,
-            request_id=request_id,
             stream=bool(body.get("stream")),
             include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
-            reply=reply_for(body["messages"], max_tokens),
+            answer=answer,
+            headers=headers,
+            key=request_key(body),
         )
-        if fault is not None:
-            return await self._fault_response(request, call, fault)
+        try:
+            return await self._answer(request, call, body, fault)
+        finally:
+            self.state.release(provider)
+
+    async def _answer(
+        self, request: web.Request, call: Call, body: dict[str, Any], fault: Fault | None
+    ) -> web.StreamResponse:
+        provider = call.provider
+        if provider.reject_n and answers.requested_n(body) > 1:
+            self.state.record(provider.name, 400)
+            return _json(n_not_supported(), 400, call.headers)
+        if provider.latency:
+            await asyncio.sleep(provider.latency)
+        if fault is not None and fault.delay:
+            await pause(self.state, fault.delay)
+        if fault is not None and fault.kind not in CONTENT_FAULTS:
+            return await fault_response(request, self.responder, call, fault)
+        answer, shape = self._bend(call, body, fault)
         if call.stream:
-            return await self._stream(request, call)
-        self.state.record(provider.name, 200)
-        return _json(self._completion(call), 200, self._headers(call))
+            return await self.responder.send_stream(request, call, answer, shape)
+        return await self.responder.send_json(request, call, answer, shape)
 
-    def _headers(self, call: _Call) -> dict[str, str]:
-        return {"x-inference-provider": call.provider.name, "x-request-id": call.request_id}
+    def _bend(self, call: Call, body: dict[str, Any], fault: Fault | None) -> tuple[answers.SimAnswer, Shape]:
+        """The answer and shape a content fault (or none) makes of a normal reply."""
+        answer = call.answer
+        kind = None if fault is None else fault.kind
+        if kind == "empty":
+            return answers.emptied(answer, null=self._alternate(call, kind)), Shape()
+        if kind == "surrogate":
+            return answers.with_surrogate(answer), Shape()
+        if kind == "invalid_json":
+            return answers.broken_json(answer, body, call.provider, violation=self._alternate(call, kind)), Shape()
+        if kind == "no_usage":
+            return answer, Shape(usage=False)
+        if kind == "deep" and fault is not None:
+            return answer, Shape(deep=fault.depth)
+        return answer, Shape()
 
-    def _completion(self, call: _Call) -> dict[str, Any]:
-        reply = call.reply
-        return {
-            "id": f"chatcmpl-{secrets.token_hex(12)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": call.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": reply.text},
-                    "logprobs": None,
-                    "finish_reason": reply.finish_reason,
-                }
-            ],
-            "usage": usage_of(reply),
-        }
+    def _alternate(self, call: Call, kind: str) -> bool:
+        """False for the 1st, 3rd... hit of `kind` on this provider, True for the 2nd, 4th..."""
+        return self.state.fault_hit(call.provider, kind) % 2 == 1
 
-    def _sse(self, data: str) -> bytes:
-        sep = " " if self.config.sse_space else ""
-        return f"data:{sep}{data}\n\n".encode()
 
-    def _chunks(self, call: _Call) -> tuple[list[bytes], list[bytes]]:
-        """The stream's events: (one per word, then the tail: finish, usage and [DONE])."""
-        reply = call.reply
-        base: dict[str, Any] = {
-            "id": f"chatcmpl-{secrets.token_hex(12)}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": call.model,
-        }
-        usage_in_finish = call.include_usage and self.config.usage_in_finish_chunk
+def _capacity_body(provider: SimProvider, grant: Grant) -> dict[str, Any]:
+    if grant.limit == "concurrency":
+        return capacity_error(provider.name, "concurrency", provider.max_concurrency, None)
+    limit = provider.rate_limit if grant.limit == "requests" else provider.token_limit
+    amount, window = limit if limit is not None else (None, None)
+    return capacity_error(provider.name, grant.limit or "requests", amount, window)
 
-        def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-            data = {**base, "choices": choices}
-            if call.include_usage:
-                data["usage"] = usage
-            return self._sse(dumps(data))
 
-        def choice(delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-
-        pieces = [word if i == 0 else f" {word}" for i, word in enumerate(reply.words)] or [""]
-        words = [
-            chunk([choice({"role": "assistant", "content": piece} if i == 0 else {"content": piece})])
-            for i, piece in enumerate(pieces)
-        ]
-        tail = [chunk([choice({}, reply.finish_reason)], usage_of(reply) if usage_in_finish else None)]
-        if call.include_usage and not usage_in_finish:
-            tail.append(chunk([], usage_of(reply)))
-        if self.config.sse_done:
-            tail.append(self._sse("[DONE]"))
-        return words, tail
-
-    async def _stream(self, request: web.Request, call: _Call, *, cut: bool = False) -> web.StreamResponse:
-        words, tail = self._chunks(call)
-        events = words[: max(1, len(words) // 2)] if cut else words + tail
-        self.state.record(call.provider.name, "truncate" if cut else 200)
-        resp = web.StreamResponse(status=200, headers={**self._headers(call), "Cache-Control": "no-cache"})
-        resp.content_type = "text/event-stream"
-        try:
-            await resp.prepare(request)
-            for event in events:
-                await resp.write(event)
-        except ConnectionError:
-            return resp  # the client went away; nothing to tell it
-        if cut:
-            _drop(request, reset=False)
-        return resp
-
-    async def _fault_response(self, request: web.Request, call: _Call, fault: Fault) -> web.StreamResponse:
-        kind = fault.kind
-        name = call.provider.name
-        headers = self._headers(call)
-        if kind in JSON_FAULTS:
-            if kind == "429" and fault.retry_after is not None:
-                headers["Retry-After"] = fault.retry_after
-            self.state.record(name, int(kind))
-            return _json(JSON_FAULTS[kind], int(kind), headers)
-        if kind == "leak":
-            # A misbehaving proxy that quotes the request back: the client must not repeat the token.
-            self.state.record(name, 500)
-            quoted = request.headers.get("Authorization", "")
-            return _json({"error": f"upstream refused the request (Authorization: {quoted})"}, 500, headers)
-        if kind == "401":
-            self.state.record(name, 401)
-            return _json(BAD_TOKEN, 401, {**headers, **BAD_TOKEN_HEADERS})
-        if kind == "model_not_supported":
-            self.state.record(name, 400)
-            return _json(model_not_supported(call.model), 400, headers)
-        if kind == "404":
-            self.state.record(name, 404)
-            return web.Response(status=404, text="Not Found", content_type="text/plain", headers=headers)
-        if kind == "502":
-            self.state.record(name, 502)
-            return web.Response(status=502, text=BAD_GATEWAY_HTML, content_type="text/html", headers=headers)
-        if kind == "hang":
-            self.state.record(name, "hang")
-            # Held until the deadline or server shutdown, whichever is first; then dropped unanswered.
-            try:
-                await asyncio.wait_for(self.state.stopping.wait(), self.config.hang_seconds)
-            except TimeoutError:
-                pass
-            _drop(request, reset=False)
-            return web.Response()
-        if kind in ("reset", "down"):
-            self.state.record(name, kind)
-            _drop(request, reset=kind == "reset")
-            return web.Response()
-        if kind == "malformed":
-            self.state.record(name, "malformed")
-            if call.stream:
-                resp = web.Response(body=self._sse(MALFORMED_BODY), headers=headers)
-                resp.content_type = "text/event-stream"
-                return resp
-            return web.Response(text=MALFORMED_BODY, content_type="application/json", headers=headers)
-        if kind == "truncate":
-            if call.stream:
-                return await self._stream(request, call, cut=True)
-            return await self._truncated_json(request, call)
-        raise AssertionError(f"unhandled fault kind {kind!r}")  # config validation prevents this
-
-    async def _truncated_json(self, request: web.Request, call: _Call) -> web.StreamResponse:
-        """Promise the whole body in Content-Length, send half, then close."""
-        payload = dumps(self._completion(call)).encode()
-        self.state.record(call.provider.name, "truncate")
-        resp = web.StreamResponse(status=200, headers=self._headers(call))
-        resp.content_type = "application/json"
-        resp.content_length = len(payload)
-        try:
-            await resp.prepare(request)
-            await resp.write(payload[: len(payload) // 2])
-        except ConnectionError:
-            return resp
-        _drop(request, reset=False)
-        return resp
+def _retry_headers(provider: SimProvider, grant: Grant) -> dict[str, str]:
+    """What a capacity 429 says about when to come back, per the provider's `limit_retry_after`."""
+    policy = provider.limit_retry_after
+    if policy == "none":
+        return {}
+    if policy != "exact":
+        return {"Retry-After": policy}
+    if grant.wait is None:
+        return {}  # a concurrency slot frees when some reply ends: nobody can say when
+    return {"Retry-After": str(math.ceil(grant.wait)), "retry-after-ms": str(math.ceil(grant.wait * 1000))}

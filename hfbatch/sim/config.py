@@ -1,20 +1,17 @@
-"""What the simulated server serves: models, providers, latencies and injected faults.
+"""What the simulated server serves: models, providers, latencies, limits, prices and faults.
 
-Built in code (`SimConfig(...)`), from the `[sim]` table of a job file
-(`sim_config_from_dict`) or from a TOML file of its own (`load_sim_config`).
+Built in code (`SimConfig(...)`) or from TOML through `hfbatch.sim.configfile`
+(`sim_config_from_dict` for a job file's `[sim]` table, `load_sim_config` for a file of its own).
+Every field below is also a TOML key of the same name (see `hfbatch.sim`'s docstring); the
+dataclasses check their own values, so a config built in code is as safe as one read from TOML.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
-
-from hfbatch.errors import JobSpecError
 
 __all__ = [
+    "CONTENT_FAULTS",
     "FAULT_KINDS",
     "PROVIDER_STATUSES",
     "ROUTING_POLICIES",
@@ -23,10 +20,10 @@ __all__ = [
     "SimModel",
     "SimProvider",
     "default_sim_config",
-    "load_sim_config",
-    "sim_config_from_dict",
 ]
 
+# Faults that still answer 200 with a whole, well-formed body (so they are billed).
+CONTENT_FAULTS = frozenset({"slow", "empty", "no_usage", "surrogate", "deep", "invalid_json"})
 FAULT_KINDS = frozenset(
     {
         "401",
@@ -46,22 +43,36 @@ FAULT_KINDS = frozenset(
         "down",
         "model_not_supported",
         "leak",
+        "echo",
+        "echo_malformed",
+        "echo_stream",
+        *CONTENT_FAULTS,
     }
 )
 PROVIDER_STATUSES = ("live", "staging", "error")
 # Model suffixes the router treats as a policy rather than a provider name.
 ROUTING_POLICIES = ("fastest", "cheapest", "preferred")
+# `limit_retry_after` values with a meaning; any other string is sent as Retry-After verbatim.
+RETRY_AFTER_POLICIES = ("none", "exact")
+# Just under CPython's default recursion limit (1000): see the `deep` fault.
+DEFAULT_DEEP_DEPTH = 980
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """A failure injected into a share of one provider's chat requests."""
+    """A failure injected into a share of one provider's chat requests.
+
+    `delay` adds seconds before the fault's reply (the `slow` kind is a normal reply after it);
+    `depth` is how deep the `deep` kind nests its extra field.
+    """
 
     kind: str
     rate: float = 1.0
     first: int | None = None
     after: int = 0
     retry_after: str | None = None
+    delay: float = 0.0
+    depth: int = DEFAULT_DEEP_DEPTH
 
     def __post_init__(self) -> None:
         # Faults built in code skip sim_config_from_dict, so catch typos here too.
@@ -69,6 +80,10 @@ class Fault:
             raise ValueError(f"unknown fault {self.kind!r} (expected one of {', '.join(sorted(FAULT_KINDS))})")
         if not 0 <= self.rate <= 1:
             raise ValueError(f"fault rate must be between 0 and 1, got {self.rate}")
+        if not 0 <= self.delay < float("inf"):
+            raise ValueError(f"fault delay must be a finite number >= 0, got {self.delay}")
+        if self.depth < 1:
+            raise ValueError(f"fault depth must be >= 1, got {self.depth}")
 
     def applies_to(self, n: int) -> bool:
         """Whether the provider's `n`-th request (1-based) is a candidate for this fault."""
@@ -77,9 +92,26 @@ class Fault:
         return self.first is None or n <= self.first
 
 
+def _check_window(name: str, value: tuple[int, float] | None) -> None:
+    if value is None:
+        return
+    amount, window = value
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+        raise ValueError(f"{name} needs a whole number >= 1 first, got {amount!r}")
+    if not 0 < window < float("inf"):
+        raise ValueError(f"{name} needs a window of seconds > 0, got {window!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class SimProvider:
-    """One provider serving a model, with its latency and faults."""
+    """One provider serving a model: latency, faults, capacity, prices and capabilities.
+
+    Capacity (each past its limit answers 429): `max_concurrency` requests in flight,
+    `rate_limit = (requests, window_seconds)` and `token_limit = (tokens, window_seconds)` over a
+    sliding window. `limit_retry_after` is "none", "exact" or a fixed Retry-After string;
+    `ratelimit_headers` sends OpenAI's x-ratelimit-* headers when a window limit is set.
+    Prices are USD per million tokens; None (both) means the router publishes no pricing.
+    """
 
     name: str
     provider_id: str | None = None
@@ -87,11 +119,62 @@ class SimProvider:
     task: str = "conversational"
     latency: float = 0.0
     faults: tuple[Fault, ...] = ()
+    # capacity
+    max_concurrency: int | None = None
+    rate_limit: tuple[int, float] | None = None
+    token_limit: tuple[int, float] | None = None
+    limit_retry_after: str = "none"
+    ratelimit_headers: bool = False
+    # what the router publishes in /v1/models
+    price_in: float | None = None
+    price_out: float | None = None
+    context_length: int | None = 32768
+    supports_tools: bool = True
+    supports_structured_output: bool = True
+    throughput: float | None = None
+    first_token_latency_ms: float | None = None
+    is_free: bool = False
+    # sampling and reasoning
+    reject_n: bool = False
+    max_n: int | None = None
+    reasoning: bool = False
+    reasoning_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.max_n is not None and self.max_n < 1:
+            raise ValueError(f"max_n must be >= 1, got {self.max_n}")
+        _check_window("rate_limit", self.rate_limit)
+        _check_window("token_limit", self.token_limit)
+        if not self.limit_retry_after:
+            raise ValueError("limit_retry_after must not be empty")
+        if (self.price_in is None) != (self.price_out is None):
+            raise ValueError("price_in and price_out are set together or not at all")
+        for price in (self.price_in, self.price_out):
+            if price is not None and not 0 <= price < float("inf"):
+                raise ValueError(f"prices must be finite numbers >= 0, got {price}")
 
     @property
     def routable(self) -> bool:
         """Whether the router sends chat requests here."""
         return self.status == "live" and self.task == "conversational"
+
+    @property
+    def priced(self) -> bool:
+        """Whether the router publishes a price for this provider."""
+        return self.price_in is not None and self.price_out is not None
+
+    @property
+    def limited(self) -> bool:
+        """Whether any capacity limit is set."""
+        return self.max_concurrency is not None or self.rate_limit is not None or self.token_limit is not None
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What a reply costs in USD at this provider's prices (0 when unpriced)."""
+        if self.price_in is None or self.price_out is None:
+            return 0.0
+        return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +194,10 @@ class SimModel:
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    """Everything the simulated Hub and router serve."""
+    """Everything the simulated Hub and router serve.
+
+    `publish_prices = False` serves `/v1/models` as a plain OpenAI-compatible server would.
+    """
 
     models: tuple[SimModel, ...]
     token: str = "hf_sim_token"
@@ -121,6 +207,7 @@ class SimConfig:
     sse_space: bool = True
     sse_done: bool = True
     usage_in_finish_chunk: bool = False
+    publish_prices: bool = True
 
     def model(self, model_id: str) -> SimModel | None:
         """The model with this id, if served."""
@@ -130,245 +217,31 @@ class SimConfig:
         return None
 
 
-def _default_models() -> tuple[SimModel, ...]:
+def default_models() -> tuple[SimModel, ...]:
+    """The stock models; see `default_sim_config`."""
     latency = 0.02
     return (
         SimModel(
             id="hfbatch/sim-chat",
             providers=(
-                SimProvider(name="alpha", latency=latency, faults=(Fault(kind="402"),)),
+                SimProvider(name="alpha", latency=latency, faults=(Fault(kind="402"),), price_in=0.1, price_out=0.4),
                 SimProvider(
                     name="beta",
                     latency=latency,
                     faults=(Fault(kind="429", rate=0.05, retry_after="0"), Fault(kind="500", rate=0.05)),
+                    price_in=0.2,
+                    price_out=0.6,
                 ),
-                SimProvider(name="gamma", latency=latency),
+                SimProvider(name="gamma", latency=latency, price_in=0.5, price_out=1.5),
             ),
         ),
-        SimModel(id="hfbatch/sim-vision", providers=(SimProvider(name="gamma", latency=latency),)),
+        SimModel(
+            id="hfbatch/sim-vision",
+            providers=(SimProvider(name="gamma", latency=latency, price_in=0.5, price_out=1.5),),
+        ),
     )
 
 
 def default_sim_config() -> SimConfig:
-    """The stock setup: `alpha` is out of credits, `beta` is flaky, `gamma` is healthy."""
-    return SimConfig(models=_default_models())
-
-
-# --- validation -------------------------------------------------------------------------
-
-_T = TypeVar("_T")
-
-
-class _Reader:
-    """Reads typed values out of a TOML-shaped dict, naming the file and dotted key on error."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, problem: str) -> JobSpecError:
-        where = f"{key}: " if key else ""
-        return JobSpecError(f"{self.source}: {where}{problem}")
-
-    def table(self, value: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.fail(key, f"expected a table, got {_type_name(value)}")
-        for k in value:
-            if k not in allowed:
-                raise self.fail(_join(key, str(k)), f"unknown key (expected one of {', '.join(allowed)})")
-        return value
-
-    def get(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        name: str,
-        convert: Callable[[object, str], _T],
-        default: _T,
-    ) -> _T:
-        if name not in data:
-            return default
-        return convert(data[name], _join(key, name))
-
-    def string(self, value: object, key: str) -> str:
-        if not isinstance(value, str):
-            raise self.fail(key, f"expected a string, got {_type_name(value)}")
-        if not value:
-            raise self.fail(key, "must not be empty")
-        return value
-
-    def boolean(self, value: object, key: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(key, f"expected true or false, got {_type_name(value)}")
-        return value
-
-    def count(self, value: object, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"expected an integer, got {_type_name(value)}")
-        if value < 0:
-            raise self.fail(key, f"must be >= 0, got {value}")
-        return value
-
-    def integer(self, value: object, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"expected an integer, got {_type_name(value)}")
-        return value
-
-    def seconds(self, value: object, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, f"expected a number of seconds, got {_type_name(value)}")
-        if not 0 <= value < float("inf"):
-            raise self.fail(key, f"must be a finite number >= 0, got {value}")
-        return float(value)
-
-    def fraction(self, value: object, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, f"expected a number between 0 and 1, got {_type_name(value)}")
-        if not 0 <= value <= 1:
-            raise self.fail(key, f"must be between 0 and 1, got {value}")
-        return float(value)
-
-    def array(self, value: object, key: str) -> list[Any]:
-        if not isinstance(value, list | tuple):
-            raise self.fail(key, f"expected an array, got {_type_name(value)}")
-        return list(value)
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def _type_name(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array"}
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a table"
-    return names.get(type(value), type(value).__name__)
-
-
-_CONFIG_KEYS = (
-    "models",
-    "token",
-    "seed",
-    "hang_seconds",
-    "hub_fail_first",
-    "sse_space",
-    "sse_done",
-    "usage_in_finish_chunk",
-)
-_MODEL_KEYS = ("id", "providers")
-_PROVIDER_KEYS = ("name", "provider_id", "status", "task", "latency", "faults")
-_FAULT_KEYS = ("kind", "rate", "first", "after", "retry_after")
-
-
-def _fault(r: _Reader, value: object, key: str) -> Fault:
-    data = r.table(value, key, _FAULT_KEYS)
-    if "kind" not in data:
-        raise r.fail(_join(key, "kind"), "missing")
-    raw_kind = data["kind"]
-    # TOML users write `kind = 429` as often as `kind = "429"`.
-    kind = str(raw_kind) if isinstance(raw_kind, int) and not isinstance(raw_kind, bool) else raw_kind
-    if not isinstance(kind, str) or kind not in FAULT_KINDS:
-        raise r.fail(
-            _join(key, "kind"),
-            f"unknown fault {kind!r} (expected one of {', '.join(sorted(FAULT_KINDS))})",
-        )
-    first = data.get("first")
-    retry_after = data.get("retry_after")
-    if retry_after is not None:
-        if isinstance(retry_after, int) and not isinstance(retry_after, bool) and retry_after >= 0:
-            retry_after = str(retry_after)
-        elif not isinstance(retry_after, str):
-            raise r.fail(
-                _join(key, "retry_after"),
-                f"expected a string or a whole number, got {_type_name(retry_after)}",
-            )
-    return Fault(
-        kind=kind,
-        rate=r.get(data, key, "rate", r.fraction, 1.0),
-        first=None if first is None else r.count(first, _join(key, "first")),
-        after=r.get(data, key, "after", r.count, 0),
-        retry_after=retry_after,
-    )
-
-
-def _provider(r: _Reader, value: object, key: str) -> SimProvider:
-    data = r.table(value, key, _PROVIDER_KEYS)
-    if "name" not in data:
-        raise r.fail(_join(key, "name"), "missing")
-    name = r.string(data["name"], _join(key, "name"))
-    if name in ROUTING_POLICIES or ":" in name:
-        raise r.fail(_join(key, "name"), f"{name!r} cannot be a provider name")
-    status = r.get(data, key, "status", r.string, "live")
-    if status not in PROVIDER_STATUSES:
-        raise r.fail(_join(key, "status"), f"{status!r} is not one of {', '.join(PROVIDER_STATUSES)}")
-    faults_key = _join(key, "faults")
-    faults: list[Any] = r.get(data, key, "faults", r.array, [])
-    return SimProvider(
-        name=name,
-        provider_id=r.get(data, key, "provider_id", r.string, None),
-        status=status,
-        task=r.get(data, key, "task", r.string, "conversational"),
-        latency=r.get(data, key, "latency", r.seconds, 0.0),
-        faults=tuple(_fault(r, f, f"{faults_key}[{i}]") for i, f in enumerate(faults)),
-    )
-
-
-def _model(r: _Reader, value: object, key: str) -> SimModel:
-    data = r.table(value, key, _MODEL_KEYS)
-    if "id" not in data:
-        raise r.fail(_join(key, "id"), "missing")
-    model_id = r.string(data["id"], _join(key, "id"))
-    if ":" in model_id or model_id.startswith("/") or model_id.endswith("/"):
-        raise r.fail(_join(key, "id"), f"{model_id!r} is not a model id like 'org/name'")
-    providers_key = _join(key, "providers")
-    raw_providers: list[Any] = r.get(data, key, "providers", r.array, [])
-    providers = tuple(_provider(r, p, f"{providers_key}[{i}]") for i, p in enumerate(raw_providers))
-    seen: set[str] = set()
-    for i, p in enumerate(providers):
-        if p.name in seen:
-            raise r.fail(f"{providers_key}[{i}].name", f"provider {p.name!r} is listed twice")
-        seen.add(p.name)
-    return SimModel(id=model_id, providers=providers)
-
-
-def sim_config_from_dict(data: Mapping[str, Any], source: str, *, key: str = "sim") -> SimConfig:
-    """Build a SimConfig from a TOML-shaped dict; errors name `source` and the dotted key under `key`."""
-    r = _Reader(source)
-    table = r.table(data, key, _CONFIG_KEYS)
-    if "models" in table:
-        models_key = _join(key, "models")
-        models = tuple(_model(r, m, f"{models_key}[{i}]") for i, m in enumerate(r.array(table["models"], models_key)))
-        seen: set[str] = set()
-        for i, m in enumerate(models):
-            if m.id in seen:
-                raise r.fail(f"{models_key}[{i}].id", f"model {m.id!r} is listed twice")
-            seen.add(m.id)
-    else:
-        models = _default_models()
-    return SimConfig(
-        models=models,
-        token=r.get(table, key, "token", r.string, "hf_sim_token"),
-        seed=r.get(table, key, "seed", r.integer, 0),
-        hang_seconds=r.get(table, key, "hang_seconds", r.seconds, 3600.0),
-        hub_fail_first=r.get(table, key, "hub_fail_first", r.count, 0),
-        sse_space=r.get(table, key, "sse_space", r.boolean, True),
-        sse_done=r.get(table, key, "sse_done", r.boolean, True),
-        usage_in_finish_chunk=r.get(table, key, "usage_in_finish_chunk", r.boolean, False),
-    )
-
-
-def load_sim_config(path: str | Path) -> SimConfig:
-    """Read a SimConfig from a TOML file: its `[sim]` table if it has one, else the whole file."""
-    path = Path(path)
-    source = str(path)
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise JobSpecError(f"{source}: cannot read ({exc.strerror or exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise JobSpecError(f"{source}: not valid TOML ({exc})") from exc
-    if isinstance(data.get("sim"), dict):
-        return sim_config_from_dict(data["sim"], source, key="sim")
-    return sim_config_from_dict(data, source, key="")
+    """The stock setup: `alpha` is out of credits, `beta` is flaky, `gamma` is healthy (and dearest)."""
+    return SimConfig(models=default_models())

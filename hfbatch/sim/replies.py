@@ -1,7 +1,8 @@
 """The simulated model: a deterministic reply computed from the request alone.
 
 The reply never depends on the provider, so a test can check any row's output
-whichever provider served it.
+whichever provider served it. With `n` samples, sample 0 is the usual reply and sample i
+marks its first word `echo-<digest>-<i>`; a reasoning provider thinks `reasoning_for` first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SimReply", "message_text", "reply_for"]
+__all__ = ["SimReply", "message_digest", "message_text", "reasoning_for", "reply_for"]
 
 # Tokens each message costs on top of its words, as chat templates add role markers.
 _MESSAGE_OVERHEAD_TOKENS = 4
@@ -63,11 +64,19 @@ def _canonical_json(messages: Sequence[Any]) -> str:
     return json.dumps(list(messages), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def reply_for(messages: Sequence[Any], max_tokens: int | None) -> SimReply:
-    """The reply the simulated model gives to `messages`, cut to `max_tokens` words."""
-    digest = hashlib.sha256(_canonical_json(messages).encode("utf-8")).hexdigest()[:12]
+def message_digest(messages: Sequence[Any]) -> str:
+    """12 hex digits that name a conversation."""
+    return hashlib.sha256(_canonical_json(messages).encode("utf-8")).hexdigest()[:12]
+
+
+def _tag(digest: str, sample: int) -> str:
+    return digest if sample == 0 else f"{digest}-{sample}"
+
+
+def reply_for(messages: Sequence[Any], max_tokens: int | None, sample: int = 0) -> SimReply:
+    """The reply (sample `sample` of n) the simulated model gives to `messages`, cut to `max_tokens` words."""
     last_text, n_images = message_text(messages[-1]) if messages else ("", 0)
-    words = [f"echo-{digest}", *last_text.split()]
+    words = [f"echo-{_tag(message_digest(messages), sample)}", *last_text.split()]
     if n_images:
         words.append(f"[images:{n_images}]")
     finish_reason = "stop"
@@ -81,3 +90,10 @@ def reply_for(messages: Sequence[Any], max_tokens: int | None) -> SimReply:
         prompt_tokens=prompt_tokens,
         completion_tokens=len(words),
     )
+
+
+def reasoning_for(messages: Sequence[Any], sample: int = 0) -> str:
+    """What a reasoning provider thinks before it answers sample `sample` (its `reasoning_content`)."""
+    last_text, _ = message_text(messages[-1]) if messages else ("", 0)
+    n_words = len(last_text.split())
+    return f"think-{_tag(message_digest(messages), sample)} The user wrote {n_words} words; I echo them back."

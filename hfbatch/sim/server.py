@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -27,11 +28,17 @@ _THREAD_STOP_TIMEOUT = 10.0
 class SimServer:
     """The simulated Hub and router on a loopback port, with counters tests can read."""
 
-    def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config if config is not None else default_sim_config()
         self.host = host
         self.port = port
-        self.state = SimState(self.config)
+        self.state = SimState(self.config, clock)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
@@ -75,8 +82,24 @@ class SimServer:
         """A JSON-able snapshot: {provider: {"requests": n, "by_outcome": {outcome: n}}}."""
         return self.state.counts()
 
+    def max_in_flight(self) -> dict[str, int]:
+        """Per provider: the most requests it held in flight at once."""
+        return self.state.max_in_flight()
+
+    def billing(self) -> dict[str, Any]:
+        """What was billed, per provider and in total (see `SimState.billing`)."""
+        return self.state.billing()
+
+    def paid_twice(self) -> int:
+        """Billed replies beyond the first for the same request (same messages, n, seed, response_format)."""
+        return self.state.paid_twice()
+
+    def paid_keys(self) -> int:
+        """Distinct requests billed at least once."""
+        return self.state.paid_keys()
+
     def reset_counts(self) -> None:
-        """Zero every counter, forget logged requests and restart the fault draws."""
+        """Zero every counter and the bill, forget logged requests, restart the fault draws and windows."""
         self.state.reset_counts()
 
     # --- lifecycle ---------------------------------------------------------------------

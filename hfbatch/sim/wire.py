@@ -16,9 +16,14 @@ __all__ = [
     "MALFORMED_BODY",
     "NO_TOKEN_HTML",
     "TGI_VALIDATION",
+    "capacity_error",
     "check_chat_body",
     "dumps",
+    "echo_message",
+    "encode",
+    "model_not_found",
     "model_not_supported",
+    "n_not_supported",
     "usage_of",
     "validation_error",
 ]
@@ -57,6 +62,53 @@ JSON_FAULTS: dict[str, dict[str, Any]] = {
 def dumps(data: Any) -> str:
     """Compact JSON, as the router writes it."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode(data: Any) -> bytes:
+    """`dumps` as UTF-8; text UTF-8 cannot carry (a lone surrogate) is sent as a JSON escape instead."""
+    text = dumps(data)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, separators=(",", ":")).encode("ascii")
+
+
+def _openai_error(message: str, kind: str, code: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def capacity_error(provider: str, limit: str, amount: int | None, window: float | None) -> dict[str, Any]:
+    """A provider's OpenAI-style 429 body for a request past one of its limits."""
+    if limit == "concurrency":
+        message = f"Too many concurrent requests on provider {provider}: at most {amount} in flight."
+    else:
+        message = f"Rate limit reached for {limit} on provider {provider}: limit {amount} per {window:g}s."
+    return _openai_error(message, limit, "rate_limit_exceeded")
+
+
+def n_not_supported() -> dict[str, Any]:
+    """A provider's 400 body for a request with n > 1 it cannot serve."""
+    return _openai_error("n > 1 is not supported", "invalid_request_error", "invalid_request_error", "n")
+
+
+def model_not_found(model: str) -> dict[str, Any]:
+    """The router's 404 body for `/v1/models/{id}` of an unknown model."""
+    return _openai_error(f"The model '{model}' does not exist", "invalid_request_error", "model_not_found", "model")
+
+
+# Where an echoed token is centred: clients that cut error text at 300 characters must
+# scrub before cutting, or they leak its first half.
+ECHO_TOKEN_CENTRE = 300
+
+
+def echo_message(authorization: str) -> str:
+    """An upstream error that quotes the Authorization header, its token straddling character 300."""
+    token = authorization.removeprefix("Bearer ")
+    lead = "upstream refused the request; it carried these headers: "
+    header = f"Authorization: {authorization}"
+    token_at = len(header) - len(token)
+    padding = max(0, ECHO_TOKEN_CENTRE - max(1, len(token) // 2) - len(lead) - token_at)
+    return f"{lead}{'.' * padding}{header} (end of headers)"
 
 
 def model_not_supported(model: str) -> dict[str, Any]:
@@ -107,4 +159,19 @@ def check_chat_body(body: dict[str, Any]) -> str | None:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         return "`stream_options` must be an object"
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        return "`n` must be an integer >= 1"
+    return _check_response_format(body.get("response_format"))
+
+
+def _check_response_format(fmt: Any) -> str | None:
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        return "`response_format` must be an object with `type` text, json_object or json_schema"
+    if fmt["type"] == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict | bool):
+            return "`response_format.json_schema` must be an object with a `schema` object"
     return None
