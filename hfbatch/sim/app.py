@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from hfbatch.sim.config import ROUTING_POLICIES, Fault, SimModel, SimProvider
+from hfbatch.sim.hub_repos_http import add_hub_repo_routes
 from hfbatch.sim.replies import SimReply, reply_for
 from hfbatch.sim.state import SimState
 from hfbatch.sim.wire import (
@@ -57,6 +58,7 @@ def make_app(state: SimState) -> web.Application:
     app.router.add_get("/api/models/{model_id:.+}", handlers.mapping)
     app.router.add_get("/v1/models", handlers.router_models)
     app.router.add_post("/v1/chat/completions", handlers.chat)
+    add_hub_repo_routes(app, state)
     return app
 
 

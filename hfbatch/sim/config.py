@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hfbatch.errors import JobSpecError
+from hfbatch.sim.hub_repos_config import SimHubRepos, hub_repos_from_dict
 
 __all__ = [
     "FAULT_KINDS",
@@ -121,6 +122,7 @@ class SimConfig:
     sse_space: bool = True
     sse_done: bool = True
     usage_in_finish_chunk: bool = False
+    hub_repos: SimHubRepos | None = None
 
     def model(self, model_id: str) -> SimModel | None:
         """The model with this id, if served."""
@@ -255,6 +257,7 @@ _CONFIG_KEYS = (
     "sse_space",
     "sse_done",
     "usage_in_finish_chunk",
+    "hub_repos",
 )
 _MODEL_KEYS = ("id", "providers")
 _PROVIDER_KEYS = ("name", "provider_id", "status", "task", "latency", "faults")
@@ -355,6 +358,7 @@ def sim_config_from_dict(data: Mapping[str, Any], source: str, *, key: str = "si
         sse_space=r.get(table, key, "sse_space", r.boolean, True),
         sse_done=r.get(table, key, "sse_done", r.boolean, True),
         usage_in_finish_chunk=r.get(table, key, "usage_in_finish_chunk", r.boolean, False),
+        hub_repos=hub_repos_from_dict(table.get("hub_repos", {}), r.source, _join(key, "hub_repos")),
     )
 
 
