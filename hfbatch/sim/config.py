@@ -358,7 +358,9 @@ def sim_config_from_dict(data: Mapping[str, Any], source: str, *, key: str = "si
         sse_space=r.get(table, key, "sse_space", r.boolean, True),
         sse_done=r.get(table, key, "sse_done", r.boolean, True),
         usage_in_finish_chunk=r.get(table, key, "usage_in_finish_chunk", r.boolean, False),
-        hub_repos=hub_repos_from_dict(table.get("hub_repos", {}), r.source, _join(key, "hub_repos")),
+        hub_repos=hub_repos_from_dict(table["hub_repos"], r.source, _join(key, "hub_repos"))
+        if "hub_repos" in table
+        else None,
     )
 
 

@@ -129,7 +129,8 @@ class SimRepo:
         if sha is None and revision in self.commits:
             sha = revision
         if sha is None and len(revision) >= 7:
-            matches = [s for s in self.commits if s.startswith(revision.lower())]
+            # list() copies in one step: a seeding thread may add commits meanwhile.
+            matches = [s for s in list(self.commits) if s.startswith(revision.lower())]
             sha = matches[0] if len(matches) == 1 else None
         if sha is None:
             raise RepoError("RevisionNotFound", f"Invalid rev id: {revision}")

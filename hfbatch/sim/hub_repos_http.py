@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from hfbatch.sim.hub_repos import (
+    DEFAULT_BRANCH,
     SIM_USER,
     HubRepos,
     HubRequest,
@@ -101,6 +102,8 @@ def add_hub_repo_routes(app: web.Application, state: SimState) -> None:
 
 
 class _RepoHandlers:
+    """The repo endpoints' handlers over one store; `endpoint` wraps each for faults and the log."""
+
     def __init__(self, repos: HubRepos, token: str) -> None:
         self.repos = repos
         self.token = token
@@ -158,7 +161,7 @@ class _RepoHandlers:
 
     def _commit(self, request: web.Request, *, write: bool = False) -> tuple[SimRepo, SimCommit]:
         repo = self._repo(request, write=write)
-        return repo, repo.resolve(request.match_info.get("rev", "main"))
+        return repo, repo.resolve(request.match_info.get("rev", DEFAULT_BRANCH))
 
     # --- reads -------------------------------------------------------------------------
 
