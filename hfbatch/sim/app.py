@@ -24,6 +24,7 @@ from hfbatch.sim.catalog import model_entry
 from hfbatch.sim.completions import Call, Responder, Shape, pause
 from hfbatch.sim.config import CONTENT_FAULTS, ROUTING_POLICIES, Fault, SimModel, SimProvider
 from hfbatch.sim.faults import fault_response
+from hfbatch.sim.hub_repos_http import add_hub_repo_routes
 from hfbatch.sim.state import SimState
 from hfbatch.sim.wire import (
     BAD_TOKEN,
@@ -50,6 +51,7 @@ def make_app(state: SimState) -> web.Application:
     app.router.add_get("/v1/models", handlers.router_models)
     app.router.add_get("/v1/models/{model_id:.+}", handlers.router_model)
     app.router.add_post("/v1/chat/completions", handlers.chat)
+    add_hub_repo_routes(app, state)
     return app
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hfbatch.sim.hub_repos_config import SimHubRepos
+
 __all__ = [
     "CONTENT_FAULTS",
     "FAULT_KINDS",
@@ -208,6 +210,8 @@ class SimConfig:
     sse_done: bool = True
     usage_in_finish_chunk: bool = False
     publish_prices: bool = True
+    #: Dataset repos the simulated Hub serves to huggingface_hub, and faults on their endpoints.
+    hub_repos: SimHubRepos | None = None
 
     def model(self, model_id: str) -> SimModel | None:
         """The model with this id, if served."""

@@ -23,6 +23,7 @@ from hfbatch.sim.config import (
     SimProvider,
     default_models,
 )
+from hfbatch.sim.hub_repos_config import hub_repos_from_dict
 
 __all__ = ["load_sim_config", "sim_config_from_dict"]
 
@@ -161,6 +162,7 @@ _CONFIG_KEYS = (
     "sse_done",
     "usage_in_finish_chunk",
     "publish_prices",
+    "hub_repos",
 )
 _MODEL_KEYS = ("id", "providers")
 _PROVIDER_KEYS = (
@@ -299,6 +301,9 @@ def sim_config_from_dict(data: Mapping[str, Any], source: str, *, key: str = "si
         sse_done=r.get(table, key, "sse_done", r.boolean, True),
         usage_in_finish_chunk=r.get(table, key, "usage_in_finish_chunk", r.boolean, False),
         publish_prices=r.get(table, key, "publish_prices", r.boolean, True),
+        hub_repos=hub_repos_from_dict(table["hub_repos"], r.source, _join(key, "hub_repos"))
+        if "hub_repos" in table
+        else None,
     )
 
 
