@@ -54,12 +54,12 @@ from hfbatch.sim.configfile import load_sim_config, sim_config_from_dict
 from hfbatch.sim.replies import SimReply, reasoning_for, reply_for
 from hfbatch.sim.schema import instance_for, schema_errors
 from hfbatch.sim.server import SimServer, serve
-from hfbatch.sim.state import ProviderStats, SimState
+from hfbatch.sim.state import ProviderCounts, SimState
 
 __all__ = [
     "FAULT_KINDS",
     "Fault",
-    "ProviderStats",
+    "ProviderCounts",
     "SimConfig",
     "SimModel",
     "SimProvider",

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from hfbatch.sim.app import make_app
 from hfbatch.sim.config import SimConfig, default_sim_config
-from hfbatch.sim.state import ProviderStats, SimState
+from hfbatch.sim.state import ProviderCounts, SimState
 
 __all__ = ["SimServer", "serve"]
 
@@ -64,7 +64,7 @@ class SimServer:
     # --- inspection --------------------------------------------------------------------
 
     @property
-    def stats(self) -> dict[str, ProviderStats]:
+    def stats(self) -> dict[str, ProviderCounts]:
         """Per provider name: requests routed to it and outcomes sent (live objects)."""
         return self.state.stats
 

@@ -21,13 +21,13 @@ from hfbatch.sim.billing import Ledger
 from hfbatch.sim.capacity import Capacity, Grant
 from hfbatch.sim.config import Fault, SimConfig, SimProvider
 
-__all__ = ["MAX_LOGGED_REQUESTS", "ProviderStats", "SimState"]
+__all__ = ["MAX_LOGGED_REQUESTS", "ProviderCounts", "SimState"]
 
 MAX_LOGGED_REQUESTS = 200
 
 
 @dataclass(slots=True)
-class ProviderStats:
+class ProviderCounts:
     """What one provider was asked and what it answered."""
 
     requests: int = 0
@@ -43,7 +43,7 @@ class SimState:
         self._capacity: dict[str, Capacity] = {}
         self._ledger = Ledger([])
         self._fault_hits: Counter[tuple[str, str]] = Counter()
-        self.stats: dict[str, ProviderStats] = {}
+        self.stats: dict[str, ProviderCounts] = {}
         self.hub_requests = 0
         self.requests: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_LOGGED_REQUESTS)
         self._mapping_requests = 0
@@ -57,7 +57,7 @@ class SimState:
         """Zero every counter and the bill, forget logged requests, restart the fault draws and windows."""
         with self._lock:
             names = [p.name for m in self.config.models for p in m.providers]
-            self.stats = {name: ProviderStats() for name in names}
+            self.stats = {name: ProviderCounts() for name in names}
             self._capacity = {name: Capacity() for name in names}
             self._ledger = Ledger([p for m in self.config.models for p in m.providers])
             self._fault_hits.clear()
@@ -137,7 +137,7 @@ class SimState:
     def admit(self, provider: SimProvider, body: dict[str, Any]) -> Fault | None:
         """Count a routed request and decide, synchronously so order is arrival order, its fault."""
         with self._lock:
-            stats = self.stats.setdefault(provider.name, ProviderStats())
+            stats = self.stats.setdefault(provider.name, ProviderCounts())
             stats.requests += 1
             self.requests.append((provider.name, body))
             rng = self._rngs.setdefault(provider.name, random.Random(f"{self.config.seed}:{provider.name}"))
@@ -153,7 +153,7 @@ class SimState:
     def record(self, provider: str, outcome: int | str) -> None:
         """Count one reply (an HTTP status, or how the connection ended) for `provider`."""
         with self._lock:
-            self.stats.setdefault(provider, ProviderStats()).by_outcome[outcome] += 1
+            self.stats.setdefault(provider, ProviderCounts()).by_outcome[outcome] += 1
 
     def count_hub(self, mapping: bool) -> int:
         """Count one Hub request; return how many mapping requests came so far."""
