@@ -20,7 +20,7 @@ from hfbatch import defaults
 T = TypeVar("T")
 
 # The codes, as errors.ExitCode defines them; read here without importing the library, so --help stays fast.
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 6, 130
 
 
 def _fail(message: str, code: int) -> None:
@@ -51,11 +51,11 @@ def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         elif isinstance(exc, HfbatchError):
             _fail(str(exc), exc.exit_code)
         elif isinstance(exc, OSError):
-            _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_FAILED)
+            _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ERROR)
         else:
             # A bug in hfbatch: still one line, with the way to see more.
             _fail(
-                f"internal error: {type(exc).__name__}: {exc} (set {defaults.DEBUG_ENV}=1 for a traceback)", EXIT_FAILED
+                f"internal error: {type(exc).__name__}: {exc} (set {defaults.DEBUG_ENV}=1 for a traceback)", EXIT_ERROR
             )
     raise AssertionError("unreachable")
 
@@ -228,8 +228,9 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, **fl
 
     \b
     Exit codes: 0 all rows done; 1 done, some rows failed (see <output>.errors.jsonl);
-    2 bad usage, job file or input; 3 token missing or refused; 4 another run holds
-    the output; 130 interrupted (rerun the same command to resume).
+    2 bad usage, job file or input, nothing sent; 3 token missing or refused; 4 another
+    run holds the output; 6 stopped by a failure outside the rows (the Hub, the disk):
+    results so far are kept; 130 interrupted (rerun the same command to resume).
     """
     from hfbatch.jobspec import build_spec, load_job_file
     from hfbatch.progress import Progress

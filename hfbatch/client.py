@@ -18,9 +18,16 @@ from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
-from hfbatch import defaults
+from hfbatch import catalog, defaults
 from hfbatch.credentials import check_url, token_hint, url_label
-from hfbatch.errors import APIError, AuthenticationError, MalformedResponseError, ModelNotSupportedError
+from hfbatch.errors import (
+    APIError,
+    AuthenticationError,
+    EmptyResponseError,
+    InputError,
+    MalformedResponseError,
+    ModelNotSupportedError,
+)
 from hfbatch.failover import BasicScheduler, Scheduler, call_with_failover
 from hfbatch.http_errors import error_for_status, map_transport_errors
 from hfbatch.hub import HubClient, ProviderMapping
@@ -42,37 +49,11 @@ class HuggingFaceAPI:
     """Chat completions through HF Inference Providers with fail-over between providers."""
 
     label: ClassVar[str] = "HuggingFace (Inference Providers)"
-    default_model: ClassVar[str] = "openai/gpt-oss-120b"
-    default_vision_model: ClassVar[str] = "meta-llama/Llama-3.2-11B-Vision-Instruct"
-    vision_models: ClassVar[tuple[str, ...]] = (
-        "meta-llama/Llama-3.2-11B-Vision-Instruct",
-        "Qwen/Qwen2-VL-7B-Instruct",
-    )
-    model_aliases: ClassVar[dict[str, str]] = {
-        "gpt-oss-120b": "openai/gpt-oss-120b",
-        "llama-3": "meta-llama/Llama-3.3-70B-Instruct",
-        "llama-3.3-70b": "meta-llama/Llama-3.3-70B-Instruct",
-        "command-r-plus": "CohereForAI/c4ai-command-r-plus-08-2024",
-        "deepseek-r1": "deepseek-ai/DeepSeek-R1",
-        "qwq-32b": "Qwen/QwQ-32B",
-        "nemotron-70b": "nvidia/Llama-3.1-Nemotron-70B-Instruct-HF",
-        "qwen-2.5-coder-32b": "Qwen/Qwen2.5-Coder-32B-Instruct",
-        "llama-3.2-11b": "meta-llama/Llama-3.2-11B-Vision-Instruct",
-        "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
-        "phi-3.5-mini": "microsoft/Phi-3.5-mini-instruct",
-        "qwen-2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct",
-        "gemma-3-27b": "google/gemma-3-27b-it",
-    }
-    fallback_models: ClassVar[tuple[str, ...]] = (
-        "openai/gpt-oss-120b",
-        "meta-llama/Llama-3.3-70B-Instruct",
-        "deepseek-ai/DeepSeek-R1",
-        "Qwen/QwQ-32B",
-        "Qwen/Qwen2.5-Coder-32B-Instruct",
-        "meta-llama/Llama-3.2-11B-Vision-Instruct",
-        "Qwen/Qwen2-VL-7B-Instruct",
-        "google/gemma-3-27b-it",
-    )
+    default_model: ClassVar[str] = catalog.DEFAULT_MODEL
+    default_vision_model: ClassVar[str] = catalog.DEFAULT_VISION_MODEL
+    vision_models: ClassVar[tuple[str, ...]] = catalog.VISION_MODELS
+    model_aliases: ClassVar[dict[str, str]] = catalog.MODEL_ALIASES
+    fallback_models: ClassVar[tuple[str, ...]] = catalog.FALLBACK_MODELS
 
     def __init__(
         self,
@@ -235,13 +216,17 @@ class HuggingFaceAPI:
         provider: str,
         params: Mapping[str, Any] | None = None,
         api_key: str | None = None,
+        allow_empty: bool = True,
     ) -> ChatResult:
-        """One non-streamed attempt on one provider; raises an APIError on any failure."""
+        """One non-streamed attempt on one provider; raises an APIError on any failure.
+
+        With `allow_empty` false, a reply with no text raises EmptyResponseError.
+        """
         body: dict[str, Any] = {"model": self.wire_model(model, provider), "messages": messages}
         if params:
             body.update(params)
         body["stream"] = False
-        data = _BODY_ENCODER.encode(body).encode()
+        data = _encode_body(body)
         headers = self._headers(api_key, required=self.uses_hub)
         # The session's total timeout is this attempt's deadline; a TimeoutError becomes APITimeoutError.
         with map_transport_errors(provider, self._secrets(api_key)):
@@ -249,7 +234,7 @@ class HuggingFaceAPI:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise _status_error(resp, raw, provider)
-            return parse_completion(raw, provider, model)
+            return _checked(parse_completion(raw, provider, model), allow_empty)
 
     async def stream(
         self,
@@ -259,14 +244,15 @@ class HuggingFaceAPI:
         provider: str,
         params: Mapping[str, Any] | None = None,
         api_key: str | None = None,
+        allow_empty: bool = True,
     ) -> AsyncIterator[str | ChatResult]:
-        """One streamed attempt: yields text chunks, then the ChatResult."""
+        """One streamed attempt: yields text chunks, then the ChatResult (EmptyResponseError as `complete`)."""
         body: dict[str, Any] = {"model": self.wire_model(model, provider), "messages": messages}
         if params:
             body.update(params)
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
-        data = _BODY_ENCODER.encode(body).encode()
+        data = _encode_body(body)
         headers = self._headers(api_key, stream=True, required=self.uses_hub)
         state = StreamState(provider, model)
         decoder = SSEDecoder()
@@ -288,7 +274,7 @@ class HuggingFaceAPI:
                     raise _status_error(resp, await _by(deadline, resp.read()), provider)
                 if "event-stream" not in resp.headers.get("Content-Type", "event-stream"):
                     # A server that ignored "stream": answer with the whole reply at once.
-                    result = parse_completion(await _by(deadline, resp.read()), provider, model)
+                    result = _checked(parse_completion(await _by(deadline, resp.read()), provider, model), allow_empty)
                     yield result.text
                     yield result
                     return
@@ -303,7 +289,7 @@ class HuggingFaceAPI:
                     if text := state.feed(payload):
                         parts.append(text)
                         yield text
-            result = state.finish("".join(parts))
+            result = _checked(state.finish("".join(parts)), allow_empty)
         result.latency = time.monotonic() - started
         yield result
 
@@ -410,6 +396,26 @@ class HuggingFaceAPI:
     def calculate_length(messages: Sequence[Message]) -> int:
         """Characters of content plus 16 per message (the measure `max_input_length` trims by)."""
         return calculate_length(messages)
+
+
+def _encode_body(body: dict[str, Any]) -> bytes:
+    """The request body as UTF-8 JSON; InputError when the messages cannot be encoded at all."""
+    try:
+        text = _BODY_ENCODER.encode(body)
+    except RecursionError:
+        raise InputError("the request is nested too deeply to be sent as JSON") from None
+    # A lone UTF-16 surrogate (valid in JSON, not in UTF-8) can only sit inside a JSON string:
+    # backslashreplace writes it as its \\udcXX escape, so the server reads the same string.
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _checked(result: ChatResult, allow_empty: bool) -> ChatResult:
+    """The result, unless its text is empty and that is not allowed (then EmptyResponseError)."""
+    if not allow_empty and not result.text:
+        raise EmptyResponseError(
+            f"the reply has no text (finish_reason {result.finish_reason!r})", provider=result.provider
+        )
+    return result
 
 
 async def _by(deadline: float, awaitable: Awaitable[_T]) -> _T:

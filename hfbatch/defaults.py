@@ -32,8 +32,6 @@ BREAKER_THRESHOLD = 5
 BREAKER_COOLDOWN = 15.0
 # A provider benched this many times in a row with no success between is out for the run.
 BREAKER_MAX_TRIPS = 4
-FLUSH_INTERVAL = 0.5  # seconds between result flushes
-FLUSH_ROWS = 256  # or this many rows, whichever comes first
 PROGRESS_LINE_INTERVAL = 10.0  # seconds between plain progress lines when stderr is not a terminal
 DEFAULT_GRACE = 30.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
 

@@ -7,6 +7,7 @@ The tree::
     │   ├── JobSpecError            a job file or flag is wrong (names the file and key)
     │   └── InputError              the input cannot be read (names the file, line or row)
     ├── LockedError                 exit 4: another run holds the output's lock
+    ├── RunError                    exit 6: a failure outside the rows stopped a run (Hub, disk)
     └── APIError                    exit 1: a request failed; carries provider and HTTP status
         ├── AuthenticationError     exit 3: 401, or no token at all: stops a run
         ├── PaymentRequiredError    402: the provider's credits are exhausted
@@ -17,7 +18,8 @@ The tree::
         ├── ServerError             5xx
         ├── APITimeoutError         the attempt's deadline or the stream's idle timeout passed
         ├── TransportError          connection refused, reset or dropped
-        └── MalformedResponseError  a body that is not the protocol: bad JSON, truncated stream
+        ├── MalformedResponseError  a body that is not the protocol: bad JSON, truncated stream
+        └── EmptyResponseError      a whole reply with no text in it
 
 This module imports nothing from hfbatch: every other module may import it. Building
 these errors from HTTP replies and aiohttp exceptions is `hfbatch.http_errors`' job.
@@ -33,6 +35,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "EmptyResponseError",
     "ExitCode",
     "FailureKind",
     "HfbatchError",
@@ -44,6 +47,7 @@ __all__ = [
     "PaymentRequiredError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RunError",
     "ServerError",
     "TransportError",
     "UsageError",
@@ -58,6 +62,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # bad flags, job file or input; nothing was sent
     AUTH = 3  # the token is missing or was refused (401)
     LOCKED = 4  # another run holds the output's lock
+    ERROR = 6  # a failure outside the rows (the Hub, the disk, a bug) stopped the run; rerun to resume
     INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; rerun to resume
 
 
@@ -72,6 +77,7 @@ class FailureKind(enum.StrEnum):
     TIMEOUT = "timeout"
     CONNECTION = "connection"
     MALFORMED = "malformed"
+    EMPTY = "empty"
     INPUT = "input"  # a bad input row; never an attempt
 
     @property
@@ -80,7 +86,9 @@ class FailureKind(enum.StrEnum):
         return self in _TRANSIENT
 
 
-_TRANSIENT = frozenset({FailureKind.SERVER, FailureKind.TIMEOUT, FailureKind.CONNECTION, FailureKind.MALFORMED})
+_TRANSIENT = frozenset(
+    {FailureKind.SERVER, FailureKind.TIMEOUT, FailureKind.CONNECTION, FailureKind.MALFORMED, FailureKind.EMPTY}
+)
 #: The kinds a provider's attempts are counted under, in the stats file's order.
 ATTEMPT_KINDS = tuple(k for k in FailureKind if k is not FailureKind.INPUT)
 
@@ -113,6 +121,12 @@ class LockedError(HfbatchError):
     def __init__(self, message: str, pid: int | None = None) -> None:
         super().__init__(message)
         self.pid = pid
+
+
+class RunError(HfbatchError):
+    """A failure that is not about any row (the Hub, the disk) stopped a run; what was done is saved."""
+
+    exit_code = ExitCode.ERROR
 
 
 class APIError(HfbatchError):
@@ -212,3 +226,9 @@ class MalformedResponseError(APIError):
     """The reply is not the protocol: invalid JSON, no choices, a stream cut short."""
 
     kind = FailureKind.MALFORMED
+
+
+class EmptyResponseError(APIError):
+    """A whole reply whose text is empty (content null or ""): retried unless empty results are allowed."""
+
+    kind = FailureKind.EMPTY

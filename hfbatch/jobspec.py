@@ -111,6 +111,9 @@ class JobSpec:
         "float", "Longest silence inside a reply, seconds.", defaults.DEFAULT_IDLE_TIMEOUT, minimum=0.001
     )
     stream: bool = setting("bool", "Stream replies (SSE) instead of waiting for whole ones.", False)
+    allow_empty: bool = setting(
+        "bool", "Take a reply with empty text as a result (default: retry it as an 'empty' failure).", False
+    )
     errors: Path | None = setting("path", "Where failed rows go (default: <output>.errors.jsonl).", None)
     stats: Path | None = setting("path", "Where stats go (default: <output>.stats.json).", None)
     grace: float = setting(

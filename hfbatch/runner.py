@@ -15,15 +15,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hfbatch import defaults
 from hfbatch.client import HuggingFaceAPI
 from hfbatch.credentials import token_for, token_hint
-from hfbatch.errors import APIError, AuthenticationError, ExitCode, UsageError
+from hfbatch.errors import APIError, AuthenticationError, ExitCode, ModelNotSupportedError, RunError, UsageError
 from hfbatch.failover import call_with_failover
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
 from hfbatch.jobspec import JobSpec
 from hfbatch.outputs import OutputFiles, error_record, open_output, result_record
+from hfbatch.outputs.records import check_writable
 from hfbatch.provider_pool import ProviderPool
 from hfbatch.retry import RetryPolicy, env_time_scale
 from hfbatch.stats import RunStats
@@ -53,6 +53,13 @@ class RunControl:
         if self.draining.is_set():
             self.now.set()
         self.draining.set()
+
+
+def _reason(exc: BaseException) -> str:
+    """A bad row's reason from the error that made it bad."""
+    if isinstance(exc, RecursionError):
+        return "a value is nested too deeply to be written as JSON"
+    return str(exc) or type(exc).__name__
 
 
 async def _collect(stream: AsyncIterator[str | ChatResult]) -> ChatResult:
@@ -113,30 +120,67 @@ async def run_job(
     )
     reader = open_input(in_spec)
     files = open_output(spec.output, errors=spec.errors, stats=spec.stats)
-    with reader, files:
-        settings = spec.manifest_settings()
-        fingerprint = reader.fingerprint()
-        files.prepare(settings, fingerprint, restart=restart, force=force)
-        done = IdSet()
-        files.load_done(done)
-        scale = env_time_scale()
-        async with _client_for(spec, scale) as api:
-            providers = list(spec.providers) or await api.providers_for(spec.model)
-            model = api.get_model(spec.model)
-            pool = ProviderPool(
-                providers, stats, per_provider=spec.provider_concurrency or spec.concurrency, time_scale=scale
-            )
-            files.start(settings, fingerprint)
-            run = _Run(spec, api, model, providers, pool, stats, done, control, progress)
-            try:
-                code, message = await run.execute(reader, files)
-            finally:
-                files.close()
-            if code is ExitCode.OK and stats.rows_failed + stats.rows_bad:
-                code = ExitCode.FAILED_ROWS
-            report = _report(spec, stats, providers, started, code, message)
-            files.write_stats(report.stats)
-            return report
+    files.check_distinct(reader.files())
+    try:
+        with reader, files:
+            return await _run_files(spec, reader, files, restart, force, control, progress, stats, started)
+    except OSError as exc:
+        # The disk filled up or went away: what was flushed before is safe, and a rerun resumes.
+        where = exc.filename or spec.output
+        raise RunError(
+            f"{where}: {exc.strerror or exc}; results written so far are kept: fix it and rerun to resume"
+        ) from exc
+
+
+async def _run_files(
+    spec: JobSpec,
+    reader: InputReader,
+    files: OutputFiles,
+    restart: bool,
+    force: bool,
+    control: RunControl,
+    progress: Callable[[RunStats], None] | None,
+    stats: RunStats,
+    started: float,
+) -> RunReport:
+    """The run itself, with the input open and the output's lock held."""
+    settings = spec.manifest_settings()
+    fingerprint = reader.fingerprint()
+    files.prepare(settings, fingerprint, restart=restart, force=force)
+    done = IdSet()
+    files.load_done(done)
+    scale = env_time_scale()
+    async with _client_for(spec, scale) as api:
+        providers = list(spec.providers) or await _providers(api, spec.model)
+        model = api.get_model(spec.model)
+        pool = ProviderPool(
+            providers, stats, per_provider=spec.provider_concurrency or spec.concurrency, time_scale=scale
+        )
+        files.start(settings, fingerprint)
+        run = _Run(spec, api, model, providers, pool, stats, done, control, progress)
+        try:
+            code, message = await run.execute(reader, files)
+        finally:
+            files.close()
+        if code is ExitCode.OK and stats.rows_failed + stats.rows_bad:
+            code = ExitCode.FAILED_ROWS
+        report = _report(spec, stats, providers, started, code, message)
+        files.write_stats(report.stats)
+        return report
+
+
+async def _providers(api: HuggingFaceAPI, model: str) -> list[str]:
+    """The providers the Hub maps `model` to; a model nobody serves is a usage error, a Hub failure a RunError."""
+    try:
+        return await api.providers_for(model)
+    except ModelNotSupportedError as exc:
+        raise UsageError(f"{exc.message}; nothing was sent") from exc
+    except AuthenticationError:
+        raise
+    except APIError as exc:
+        raise RunError(
+            f"cannot ask the Hub which providers serve {model}: {exc}; nothing was sent, rerun later"
+        ) from exc
 
 
 def _report(
@@ -191,18 +235,20 @@ class _Run:
         try:
             async with asyncio.TaskGroup() as tg:
                 counter = tg.create_task(self._count(reader))
-                flusher = tg.create_task(self._flush_periodically())
+                flusher = tg.create_task(files.keep_flushed())
                 feeder = tg.create_task(self._feed(reader))
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
                 watcher = tg.create_task(self._watch_stop(feeder, workers))
                 await asyncio.gather(*workers, return_exceptions=True)
+                # Workers are done: the last results reach the OS in files.close().
                 for t in (counter, flusher, watcher, feeder):
                     t.cancel()
         except* AuthenticationError as group:
             stopped = ExitCode.AUTH, f"stopped: {group.exceptions[0]}"
         except* UsageError as group:
-            # The input turned out unreadable part-way (a corrupt row group, a cut .gz).
-            stopped = ExitCode.USAGE, f"stopped: {group.exceptions[0]}"
+            # The input turned out unreadable part-way (a corrupt row group, a cut .gz): requests were
+            # sent, so this is not "bad usage, nothing sent"; what was done is kept for a rerun.
+            stopped = ExitCode.ERROR, f"stopped: {group.exceptions[0]}; results so far are kept"
         if stopped is not None:
             return stopped
         if self.all_out is not None:
@@ -214,11 +260,6 @@ class _Run:
     async def _count(self, reader: InputReader) -> None:
         # File reads (Parquet footers, a JSONL's head) stay off the event loop; until then, no ETA.
         self.stats.rows_total = await asyncio.to_thread(reader.estimate_rows)
-
-    async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(defaults.FLUSH_INTERVAL)
-            self.files.flush()
 
     async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         await self.control.draining.wait()
@@ -281,21 +322,33 @@ class _Run:
             messages = self.api.prepare_messages(
                 row.messages, max_input_length=self.spec.max_input_length or None, media=row.images or None
             )
-        except UsageError as exc:
-            self._bad(row.index, f"row {row.index}", row.id, str(exc))
+            if row.keep:
+                # Paid results must be writable: a kept value that cannot be is found before sending.
+                check_writable(row.keep)
+        except (UsageError, ValueError, RecursionError) as exc:
+            self._bad(row.index, f"row {row.index}", row.id, _reason(exc))
             return
         params = {**self.params, **row.params} if row.params else self.params
+        allow_empty = self.spec.allow_empty
 
         def send(provider: str) -> Awaitable[ChatResult]:
             # The coroutine itself, not awaited here: one layer less on every request.
             if not self.spec.stream:
-                return self.api.complete(self.model, messages, provider=provider, params=params)
-            return _collect(self.api.stream(self.model, messages, provider=provider, params=params))
+                return self.api.complete(
+                    self.model, messages, provider=provider, params=params, allow_empty=allow_empty
+                )
+            return _collect(
+                self.api.stream(self.model, messages, provider=provider, params=params, allow_empty=allow_empty)
+            )
 
         try:
             result = await call_with_failover(send, self.providers, self.policy, self.pool)
         except AuthenticationError:
             raise
+        except UsageError as exc:
+            # The request cannot be encoded (nested too deeply): nothing was sent for it.
+            self._bad(row.index, f"row {row.index}", row.id, str(exc))
+            return
         except APIError as exc:
             self.files.add_error(error_record(row.index, f"row {row.index}", row.id, exc))
             self.stats.rows_failed += 1
@@ -307,6 +360,4 @@ class _Run:
         else:
             self.files.add_result(result_record(row.id, result, row.keep))
             self.stats.rows_done += 1
-            if self.files.pending >= defaults.FLUSH_ROWS:
-                self.files.flush()
         self.progress(self.stats)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from hfbatch.errors import UsageError
 from hfbatch.idset import IdSet
 from hfbatch.inputs import DoneRow, InputSpec, Row, open_input
 from hfbatch.outputs import FORMATS, OutputFiles
@@ -38,18 +39,35 @@ def test_scan_finds_every_id_and_the_whole_length(tmp_path: Path, ids: list[obje
     assert "nope" not in found and 999 not in found
 
 
-def test_scan_stops_at_a_torn_tail_and_at_a_garbage_line(tmp_path: Path) -> None:
-    """A last line without its newline, or a line that is not a record, ends the good part."""
+def test_scan_cuts_only_a_torn_last_line(tmp_path: Path) -> None:
+    """A last line without its newline is a torn write: its length is not counted, its id not read."""
     path = tmp_path / "out.jsonl"
     good = "".join(record(f"r{i}") for i in range(5))
     path.write_text(good + '{"id": "r5", "outp')
     found = IdSet()
     assert scan_journal(path, found, IdScanner()) == len(good.encode())
     assert "r4" in found and "r5" not in found
-    path.write_text(good + "not json at all\n" + record("r9"))
+
+
+def test_scan_skips_blank_lines_and_keeps_every_record_after_them(tmp_path: Path) -> None:
+    """Blank lines in the middle of an output are skipped; the results after them still count as done."""
+    path = tmp_path / "out.jsonl"
+    text = record("a") + "\n" + "   \n" + record("b") + record("c")
+    path.write_text(text)
     found = IdSet()
-    assert scan_journal(path, found, IdScanner()) == len(good.encode())
-    assert "r9" not in found
+    assert scan_journal(path, found, IdScanner()) == len(text.encode())
+    assert all(i in found for i in ("a", "b", "c"))
+
+
+@pytest.mark.parametrize("garbage", ["not json at all", '{"no_id": 1}', "[1, 2]"])
+def test_a_whole_line_that_is_not_a_record_stops_with_its_line_number(tmp_path: Path, garbage: str) -> None:
+    """A damaged line before the end is a usage error naming the line: nothing after it is cut or re-paid."""
+    path = tmp_path / "out.jsonl"
+    path.write_text(record("a") + record("b") + garbage + "\n" + record("c"))
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match="line 3 "):
+        scan_journal(path, IdSet(), IdScanner())
+    assert path.read_bytes() == before
 
 
 def test_scan_across_block_boundaries(tmp_path: Path) -> None:

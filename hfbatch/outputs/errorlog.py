@@ -19,7 +19,8 @@ class ErrorLog:
         self.path = path
         self._encode = encode
         try:
-            self._file = open(path, "w", encoding="utf-8")
+            # Lone surrogates in ids or messages are written as their JSON escapes (see journal.py).
+            self._file = open(path, "w", encoding="utf-8", errors="backslashreplace")
         except OSError as exc:
             raise UsageError(
                 f"{path}: cannot write ({exc.strerror or exc}); check the folder and permissions"

@@ -17,8 +17,10 @@ manifest, open the journal and the errors file), `add_result` / `add_error` / `f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -67,6 +69,8 @@ class OutputFiles:
         self._good: int | None = None
         self._journal: Journal | None = None
         self._errors: ErrorLog | None = None
+        # Set when results wait to be flushed, while `keep_flushed` runs.
+        self._dirty: asyncio.Event | None = None
 
     def __enter__(self) -> OutputFiles:
         stack = contextlib.ExitStack()
@@ -81,11 +85,51 @@ class OutputFiles:
             self._lock.close()
             self._lock = None
 
+    def check_distinct(self, inputs: Sequence[Path]) -> None:
+        """UsageError, before anything is touched, when two of these files (or an input) are one file.
+
+        Paths are compared after resolving symlinks, and existing files by device and inode,
+        so hard links and `a/../b` spellings are caught too. An output inside an input folder
+        is refused as well: its next run would read it as a part of the input.
+        """
+        named = {
+            "output": self.paths.output,
+            "errors file": self.paths.errors,
+            "stats file": self.paths.stats,
+            "journal": self.paths.journal,
+            "manifest": self.paths.manifest,
+            "lock": self.paths.lock,
+        }
+        if self.paths.journal == self.paths.output:
+            del named["journal"]  # a JSONL output is its own journal
+        seen: dict[object, str] = {}
+        for name, path in [*((f"input {p}", p) for p in inputs), *named.items()]:
+            for key in _identities(path):
+                other = seen.setdefault(key, name)
+                if other != name:
+                    raise UsageError(
+                        f"{path}: the {name} and the {other} are the same file; give them different paths "
+                        "(nothing was written)"
+                    )
+        for source in inputs:
+            if source.is_dir() and _inside(self.paths.output, source):
+                raise UsageError(
+                    f"{self.paths.output}: the output is inside the input folder {source}; "
+                    "write it elsewhere (its next run would read it as input)"
+                )
+
     def prepare(self, settings: dict[str, Any], fingerprint: dict[str, Any], *, restart: bool, force: bool) -> None:
-        """Start over (`restart`), or check that adding to the existing output is sound; UsageError if not."""
+        """Start over (`restart`), or check that adding to the existing output is sound; UsageError if not.
+
+        Starting over keeps the earlier results (paid for) as `<output>.bak` (and the journal's
+        as `<journal>.bak`), replacing an older backup; the other files are removed.
+        """
         p = self.paths
         if restart:
-            manifest.remove_outputs([p.output, p.journal, p.errors, p.stats, p.manifest])
+            for kept in (p.output, p.journal):
+                if kept.exists():
+                    os.replace(kept, kept.with_name(kept.name + ".bak"))
+            manifest.remove_outputs([p.errors, p.stats, p.manifest])
             return
         if manifest.check_manifest(p.output, settings, fingerprint, force=force) or force:
             return
@@ -110,14 +154,38 @@ class OutputFiles:
         self._errors = ErrorLog(self.paths.errors, self.format.encode_error)
 
     def add_result(self, record: dict[str, Any]) -> None:
-        """Queue one result record (handed to the OS by `flush`)."""
+        """Queue one result record; it reaches the OS in this event-loop tick's flush."""
         assert self._journal is not None, "start() first"
         self._journal.add(self.format.encode(record))
+        self._flush_soon()
 
     def add_error(self, record: dict[str, Any]) -> None:
-        """Write one failed row to the errors file."""
+        """Write one failed row to the errors file; it reaches the OS in this tick's flush."""
         assert self._errors is not None, "start() first"
         self._errors.add(record)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._dirty is None:
+            self.flush()  # no flusher running (used outside a run): hand it over at once
+        else:
+            self._dirty.set()
+
+    async def keep_flushed(self) -> None:
+        """Until cancelled, hand results to the OS in the event-loop tick after they arrive.
+
+        One write covers every result that completed in a tick, with no timer: a kill -9
+        loses only requests still in flight. Run it as a task beside the workers; a write
+        that fails (disk full) raises here and stops the run.
+        """
+        self._dirty = dirty = asyncio.Event()
+        try:
+            while True:
+                await dirty.wait()
+                dirty.clear()
+                self.flush()
+        finally:
+            self._dirty = None
 
     @property
     def pending(self) -> int:
@@ -145,6 +213,20 @@ class OutputFiles:
     def write_stats(self, data: dict[str, Any]) -> None:
         """Write the stats file atomically."""
         write_json_atomic(self.paths.stats, data)
+
+
+def _identities(path: Path) -> list[object]:
+    """What makes two paths one file: the resolved path, and (dev, inode) when it exists."""
+    keys: list[object] = [os.path.realpath(path)]
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        keys.append((st.st_dev, st.st_ino))
+    return keys
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when `path` is (after resolving symlinks) somewhere under `folder`."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
 
 
 def open_output(

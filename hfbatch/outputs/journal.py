@@ -1,10 +1,17 @@
 """The append-only JSONL journal every output format writes through, and the scan that reads it back.
 
-A journal holds one whole record per line, newline last, handed to the OS in small
-batches, so a crash (even kill -9) leaves whole lines plus at most one torn last line.
-The next run scans it to learn which row ids are finished and cuts the torn tail off
-before appending. How a finished id is found in a line is the format's `IdScanner`:
-the resume invariant of each format is written beside its scanner.
+A journal holds one whole record per line, newline last, handed to the OS in the
+event-loop tick its result arrived in, so a crash (even kill -9) loses only requests in
+flight and leaves whole lines plus at most one torn last line. The next run scans it to
+learn which row ids are finished and cuts the torn tail off before appending; blank
+lines are skipped, and any other line that is not a record stops the run (exit 2) naming
+the line: cutting there would throw away every result after it. How a finished id is
+found in a line is the format's `IdScanner`: each format's resume invariant is written
+beside its scanner.
+
+Lone UTF-16 surrogates (valid in JSON, not in UTF-8) can only sit inside JSON strings,
+so they are written as their `\\udcXX` escapes (`errors="backslashreplace"`) and read
+back as the same strings.
 """
 
 from __future__ import annotations
@@ -48,23 +55,23 @@ class IdScanner:
         object.__setattr__(self, "_strings", re.compile(rb"\n" + self.lead + rb'"([^"\\\n]*)"[,}]'))
         object.__setattr__(self, "_ints", re.compile(rb"\n" + self.lead + rb"(-?[0-9]+)[,}]"))
 
-    def scan_block(self, block: bytes, ids: IdSet) -> int:
-        """Add the ids of a block of whole lines; return the length up to the first line that is not a record."""
+    def scan_block(self, block: bytes, ids: IdSet) -> int | None:
+        """Add the ids of a block of whole lines; return None, or the 0-based line in it that is not a record."""
         lines = block.count(b"\n")
         if (found := self._strings.findall(b"\n" + block)) and len(found) == lines:
             ids.update_strings(map(bytes.decode, found))
-            return len(block)
+            return None
         if (found := self._ints.findall(b"\n" + block)) and len(found) == lines:
             ids.update(map(int, found))
-            return len(block)
-        taken = 0
-        for line in block.splitlines(keepends=True):
+            return None
+        for number, line in enumerate(block.splitlines()):
+            if not line.strip():
+                continue
             try:
                 ids.add(self.row_id(line))
-            except (ValueError, KeyError, TypeError, IndexError):
-                break
-            taken += len(line)
-        return taken
+            except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+                return number
+        return None
 
     def row_id(self, line: bytes) -> Any:
         """The row id of one whole line; raises ValueError, KeyError or TypeError when it is not a record."""
@@ -75,10 +82,12 @@ class IdScanner:
 def scan_journal(path: Path, ids: IdSet, scanner: IdScanner) -> int:
     """Add the id of every whole record in a journal to `ids`; return the byte length they fill.
 
-    Records are written whole, newline last, so a line without its newline is a torn
-    write; so is anything after a line that does not parse.
+    Records are written whole, newline last, so a last line without its newline is a torn
+    write (its length is not counted: the caller cuts it off). A whole line that is not a
+    record is damage this run must not paper over: UsageError naming the line.
     """
     good = 0
+    lineno = 0
     tail = b""
     try:
         f = open(path, "rb")
@@ -89,10 +98,14 @@ def scan_journal(path: Path, ids: IdSet, scanner: IdScanner) -> int:
             data = tail + chunk
             cut = data.rfind(b"\n") + 1
             block, tail = data[:cut], data[cut:]
-            taken = scanner.scan_block(block, ids)
-            good += taken
-            if taken < len(block):
-                return good
+            bad = scanner.scan_block(block, ids)
+            if bad is not None:
+                raise UsageError(
+                    f"{path}: line {lineno + bad + 1} is not a whole result record; the output was changed by "
+                    "something other than hfbatch. Fix or delete that line (or move the file away) and rerun"
+                )
+            good += len(block)
+            lineno += block.count(b"\n")
     return good
 
 
@@ -105,7 +118,7 @@ class Journal:
             if path.exists() and path.stat().st_size != good:
                 with open(path, "r+b") as f:
                     f.truncate(good)
-            self._file = open(path, "a", encoding="utf-8")
+            self._file = open(path, "a", encoding="utf-8", errors="backslashreplace")
         except OSError as exc:
             raise UsageError(
                 f"{path}: cannot write ({exc.strerror or exc}); check the folder and permissions"

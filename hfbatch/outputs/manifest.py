@@ -76,33 +76,53 @@ def write_manifest(output: Path, settings: dict[str, Any], fingerprint: dict[str
 def hold_lock(output: Path) -> Iterator[None]:
     """Hold the output's lock for the run; raise LockedError naming the holder's pid.
 
-    flock is released by the kernel when its holder dies, so a lock left by a
-    killed run is simply taken over.
+    flock is released by the kernel when its holder dies, so a lock left by a killed
+    run is simply taken over. The lock file is removed when the lock is given back; a
+    process that opened it just before is caught by comparing inodes after flock, and
+    tries again on the new file.
     """
     path = lock_path(output)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot create the lock file ({exc.strerror or exc})") from None
-    try:
+    while True:
+        fd = _open_lock(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raw = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
             pid = int(raw) if raw.isdigit() else None
             holder = f"pid {pid}" if pid else "another process"
             raise LockedError(
                 f"{output} is being written by another hfbatch run ({holder}); wait for it", pid
             ) from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the holder removed this file as we opened it: lock the one there now
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot create the lock file ({exc.strerror or exc})") from None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True when `path` still names the file open as `fd`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 def remove_outputs(paths: list[Path]) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from hfbatch.errors import APIError, FailureKind
+from hfbatch.outputs.journal import dumps
 from hfbatch.wire import ChatResult
 
-__all__ = ["error_record", "result_record"]
+__all__ = ["check_writable", "error_record", "result_record"]
 
 
 def result_record(row_id: str | int, result: ChatResult, keep: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -46,3 +47,8 @@ def error_record(index: int, where: str, row_id: Any, error: Exception) -> dict[
         "message": api.message if api else str(error),
         "attempts": api.attempts if api else 0,
     }
+
+
+def check_writable(values: dict[str, Any]) -> None:
+    """Raise ValueError or RecursionError when `values` could not be written into a record."""
+    dumps(values)
