@@ -120,7 +120,7 @@ async def run_job(
     )
     reader = open_input(in_spec)
     files = open_output(spec.output, errors=spec.errors, stats=spec.stats)
-    files.check_distinct(reader.files())
+    files.check_distinct([reader.path, *reader.files()])
     try:
         with reader, files:
             return await _run_files(spec, reader, files, restart, force, control, progress, stats, started)

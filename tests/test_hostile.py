@@ -7,21 +7,26 @@ Authorization header at the worst place, answering for the wrong host).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from hfbatch.cli import cli
 from hfbatch.client import HuggingFaceAPI
 from hfbatch.credentials import resolve_token, token_for
-from hfbatch.errors import APIError, JobSpecError
+from hfbatch.errors import APIError, InputError, JobSpecError
 from hfbatch.http_errors import MAX_MESSAGE, error_for_status, map_transport_errors
 from hfbatch.jobspec import build_spec, load_job_file
-from tests.helpers import app_in_thread
+from hfbatch.outputs.records import check_writable
+from hfbatch.sim import Fault, SimProvider, SimServer
+from tests.helpers import MODEL, app_in_thread, one_model
 
 TOKEN = "hf_HostileTestToken0123456789abcdefXYZ"
 SEEN = web.AppKey("seen", list[str])
@@ -193,3 +198,264 @@ def test_a_token_in_any_job_file_key_is_refused_and_not_echoed(tmp_path: Path, l
         load_job_file(job)
     assert_no_piece(str(raised.value))
     assert "token" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- 6, 7, 17: hostile values
+
+
+def write_rows(path: Path, rows: list[str]) -> Path:
+    """Write raw JSON lines (already encoded, so escapes stay as the test wrote them)."""
+    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def run_cli(sim: SimServer, inp: Path, out: Path, *extra: str) -> Result:
+    """`hfbatch run` against the simulator, in-process."""
+    args = ["run", "--input", str(inp), "--output", str(out), "--model", MODEL]
+    return CliRunner().invoke(cli, [*args, "--api-base", sim.api_base, "--hub-url", sim.hub_url, *extra])
+
+
+def sent(sim: SimServer) -> int:
+    """Chat requests the simulator received."""
+    return sum(c["requests"] for c in sim.counts().values())
+
+
+def output_ids(out: Path) -> list[Any]:
+    """The ids in a JSONL output, in order."""
+    return [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.usefixtures("fast_time")
+def test_lone_surrogates_in_ids_and_prompts_are_sent_written_and_resumed(sim: SimServer, tmp_path: Path) -> None:
+    """Ids and prompts holding "\\udc80" go out as JSON escapes, come back in the output, and resume exactly."""
+    rows = [json.dumps({"id": f"r{i}", "prompt": f"hello {i}"}) for i in range(10)]
+    rows += ['{"id": "odd-\\udc80", "prompt": "a \\udc81 b"}', '{"id": 77, "prompt": "x\\ud800"}']
+    inp, out = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    first = run_cli(sim, inp, out)
+    assert first.exit_code == 0, first.output
+    assert sorted(map(str, output_ids(out))) == sorted([f"r{i}" for i in range(10)] + ["odd-\udc80", "77"])
+    asked = sent(sim)
+    again = run_cli(sim, inp, out)
+    assert again.exit_code == 0, again.output
+    assert sent(sim) == asked and sim.paid_twice() == 0
+
+
+@pytest.mark.parametrize(
+    "sim_config", [one_model(SimProvider("p1", faults=(Fault("surrogate", rate=0.5),)))], indirect=True
+)
+@pytest.mark.usefixtures("fast_time")
+def test_replies_holding_lone_surrogates_are_kept_and_never_paid_twice(sim: SimServer, tmp_path: Path) -> None:
+    """A provider answering with lone surrogates: every row is written once, and a rerun pays for nothing."""
+    rows = [json.dumps({"id": i, "prompt": f"question {i}"}) for i in range(40)]
+    inp, out = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    assert run_cli(sim, inp, out).exit_code == 0
+    outputs = [json.loads(line)["output"] for line in out.read_text().splitlines()]
+    assert len(outputs) == 40 and any("\udc80" in o for o in outputs)
+    assert run_cli(sim, inp, out).exit_code == 0
+    assert sim.paid_twice() == 0 and sim.billing()["total"]["replies"] == 40
+
+
+@pytest.mark.parametrize(
+    "sim_config",
+    [one_model(SimProvider("deep", faults=(Fault("deep"),)), SimProvider("ok"))],
+    indirect=True,
+)
+@pytest.mark.usefixtures("fast_time")
+def test_replies_nested_too_deeply_never_stop_the_run(sim: SimServer, tmp_path: Path) -> None:
+    """A provider whose replies carry JSON nested ~980 levels: every row is still done, through another provider."""
+    rows = [json.dumps({"id": i, "prompt": f"q {i}"}) for i in range(30)]
+    inp, out = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    result = run_cli(sim, inp, out)
+    assert result.exit_code == 0, result.output
+    assert sorted(output_ids(out)) == list(range(30))
+
+
+@pytest.mark.usefixtures("fast_time")
+def test_a_row_too_deep_to_send_is_a_bad_row_and_the_others_go_on(sim: SimServer, tmp_path: Path) -> None:
+    """A kept column or message nested past what can be encoded is a bad row with a reason, never a crash."""
+    deep: Any = "leaf"
+    for _ in range(100_000):
+        deep = [deep]
+    rows = [json.dumps({"id": i, "prompt": f"q {i}"}) for i in range(5)]
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    from hfbatch.client import _encode_body
+
+    with pytest.raises(InputError, match="nested too deeply"):
+        _encode_body({"messages": deep})
+    with pytest.raises(RecursionError):
+        check_writable({"meta": deep})
+    result = run_cli(sim, inp, tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "sim_config", [one_model(SimProvider("p1", faults=(Fault("empty", rate=0.3),)))], indirect=True
+)
+@pytest.mark.usefixtures("fast_time")
+def test_empty_replies_are_retried_and_counted_unless_allowed(sim: SimServer, tmp_path: Path) -> None:
+    """A reply with no text is an 'empty' failure, retried until a real one comes; --allow-empty keeps it."""
+    rows = [json.dumps({"id": i, "prompt": f"q {i}"}) for i in range(40)]
+    inp, out = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    assert run_cli(sim, inp, out).exit_code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 40 and all(r["output"] for r in records)
+    stats = json.loads((tmp_path / "out.jsonl.stats.json").read_text())
+    assert stats["providers"]["p1"]["failures"]["empty"] > 0
+    allowed = tmp_path / "allowed.jsonl"
+    assert run_cli(sim, inp, allowed, "--allow-empty").exit_code == 0
+    assert any(json.loads(line)["output"] == "" for line in allowed.read_text().splitlines())
+
+
+# --------------------------------------------------------------------------- 9: damaged output files
+
+
+@pytest.mark.usefixtures("fast_time")
+def test_a_blank_line_in_the_output_loses_nothing_on_resume(sim: SimServer, tmp_path: Path) -> None:
+    """A blank line pasted mid-output is skipped on resume: no result after it is deleted or paid again."""
+    rows = [json.dumps({"id": f"r{i}", "prompt": f"q {i}"}) for i in range(20)]
+    inp, out = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    assert run_cli(sim, inp, out).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:7]) + "\n" + "".join(lines[7:]))
+    asked = sent(sim)
+    assert run_cli(sim, inp, out).exit_code == 0
+    assert sent(sim) == asked and len(output_ids(out)) == 20
+
+
+@pytest.mark.usefixtures("fast_time")
+def test_a_garbage_line_in_the_output_stops_with_exit_2_naming_it(sim: SimServer, tmp_path: Path) -> None:
+    """A line that is not a record, before the end, stops the run naming the line; the file is untouched."""
+    rows = [json.dumps({"id": f"r{i}", "prompt": f"q {i}"}) for i in range(20)]
+    inp, out = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    assert run_cli(sim, inp, out).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:5]) + "oops, an edit\n" + "".join(lines[5:]))
+    before, asked = out.read_bytes(), sent(sim)
+    result = run_cli(sim, inp, out)
+    assert result.exit_code == 2 and "line 6" in result.output
+    assert out.read_bytes() == before and sent(sim) == asked
+
+
+# --------------------------------------------------------------------------- 11: paths that coincide
+
+
+def _paths_cases(tmp_path: Path) -> dict[str, tuple[list[str], Path]]:
+    """Each way two paths can name one file: the extra flags and the file that must survive."""
+    inp = tmp_path / "in.jsonl"
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(inp)
+    hard = tmp_path / "hard.jsonl"
+    os.link(inp, hard)
+    return {
+        "errors-is-input": (["--errors", str(inp)], inp),
+        "stats-is-input": (["--stats", str(inp)], inp),
+        "errors-is-output": (["--errors", str(tmp_path / "out.jsonl")], inp),
+        "output-is-input-restart": (["--output", str(inp), "--restart"], inp),
+        "output-is-a-symlink-to-input": (["--output", str(link)], inp),
+        "stats-is-a-hard-link-to-input": (["--stats", str(hard)], inp),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "errors-is-input",
+        "stats-is-input",
+        "errors-is-output",
+        "output-is-input-restart",
+        "output-is-a-symlink-to-input",
+        "stats-is-a-hard-link-to-input",
+    ],
+)
+def test_two_paths_naming_one_file_are_refused_before_anything_is_written(
+    sim: SimServer, tmp_path: Path, case: str
+) -> None:
+    """The input, output, errors and stats files must differ (symlinks and hard links seen through): exit 2."""
+    rows = [json.dumps({"id": i, "prompt": f"q {i}"}) for i in range(5)]
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    before = inp.read_bytes()
+    flags, keep = _paths_cases(tmp_path)[case]
+    out = tmp_path / "out.jsonl"
+    args = ["run", "--input", str(inp), "--output", str(out), "--model", MODEL, "--api-base", sim.api_base]
+    result = CliRunner().invoke(cli, [*args, "--hub-url", sim.hub_url, *flags])
+    assert result.exit_code == 2, result.output
+    assert "same file" in result.output
+    assert keep.read_bytes() == before and sent(sim) == 0
+
+
+def test_an_output_inside_a_parquet_input_folder_is_refused(sim: SimServer, tmp_path: Path) -> None:
+    """Writing the output among the input's part files would feed it back in next time: exit 2."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "prompt": ["a", "b"]}), folder / "part-0.parquet")
+    out = folder / "out.parquet"
+    args = ["run", "--input", str(folder), "--output", str(out), "--model", MODEL, "--api-base", sim.api_base]
+    result = CliRunner().invoke(cli, [*args, "--hub-url", sim.hub_url])
+    assert result.exit_code == 2 and "inside the input folder" in result.output
+
+
+@pytest.mark.usefixtures("fast_time")
+def test_restart_keeps_the_paid_results_as_a_backup(sim: SimServer, tmp_path: Path) -> None:
+    """--restart moves the earlier output to <output>.bak instead of deleting what was paid for."""
+    rows = [json.dumps({"id": i, "prompt": f"q {i}"}) for i in range(8)]
+    inp, out = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    assert run_cli(sim, inp, out).exit_code == 0
+    first = out.read_bytes()
+    assert run_cli(sim, inp, out, "--restart").exit_code == 0
+    assert (tmp_path / "out.jsonl.bak").read_bytes() == first
+    assert len(output_ids(out)) == 8
+
+
+# --------------------------------------------------------------------------- 15: exit codes in every path
+
+
+def test_a_hub_that_keeps_failing_exits_6_in_one_line_leaving_nothing_behind(
+    sim_in_thread: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Hub 500s past every retry: exit 6 (not 1 or 2), one line, and no lock, tmp or errors file left."""
+    server = sim_in_thread(one_model(SimProvider("p1"), hub_fail_first=1000))
+    monkeypatch.setenv("HF_TOKEN", server.config.token)
+    monkeypatch.setenv("HFBATCH_TIME_SCALE", "0.0001")
+    inp = write_rows(tmp_path / "in.jsonl", [json.dumps({"id": 1, "prompt": "q"})])
+    result = run_cli(server, inp, tmp_path / "out.jsonl")
+    assert result.exit_code == 6, result.output
+    assert result.output.strip().count("\n") == 0 and "Hub" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_model_no_provider_serves_exits_2(
+    sim_in_thread: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An empty provider mapping means nothing can be sent: exit 2 with the reason."""
+    server = sim_in_thread(one_model())
+    monkeypatch.setenv("HF_TOKEN", server.config.token)
+    inp = write_rows(tmp_path / "in.jsonl", [json.dumps({"id": 1, "prompt": "q"})])
+    result = run_cli(server, inp, tmp_path / "out.jsonl")
+    assert result.exit_code == 2, result.output
+    assert "no live provider" in result.output
+
+
+@pytest.mark.usefixtures("fast_time")
+def test_a_full_disk_exits_6_in_one_line_and_keeps_the_results(sim: SimServer, tmp_path: Path) -> None:
+    """Writes failing with ENOSPC (the errors file on /dev/full): exit 6, one line, results so far kept."""
+    rows = [json.dumps({"id": i, "prompt": f"q {i}"}) for i in range(10)] + ['{"id": 99}']
+    inp, out = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    errors = tmp_path / "errors.jsonl"
+    errors.symlink_to("/dev/full")
+    result = run_cli(sim, inp, out, "--errors", str(errors))
+    assert result.exit_code == 6, result.output
+    assert "No space left" in result.output and "Traceback" not in result.output
+    assert all(json.loads(line) for line in out.read_text().splitlines())
+
+
+def test_an_internal_error_exits_6_in_one_line(sim: SimServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A bug in hfbatch still ends in one line and a documented code, with the way to see more."""
+    import hfbatch.runner
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(hfbatch.runner, "_report", broken)
+    inp = write_rows(tmp_path / "in.jsonl", [json.dumps({"id": 1, "prompt": "q"})])
+    result = run_cli(sim, inp, tmp_path / "out.jsonl")
+    assert result.exit_code == 6 and "internal error" in result.output and "HFBATCH_DEBUG" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -40,8 +41,12 @@ class ErrorLog:
         """Flush, sync and close; remove the file when no row failed."""
         if self._file.closed:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            # A write that failed (disk full) is raised; the file is closed all the same.
+            with contextlib.suppress(OSError):
+                self._file.close()
         if self.count == 0:
             self.path.unlink(missing_ok=True)

@@ -103,7 +103,8 @@ class OutputFiles:
         if self.paths.journal == self.paths.output:
             del named["journal"]  # a JSONL output is its own journal
         seen: dict[object, str] = {}
-        for name, path in [*((f"input {p}", p) for p in inputs), *named.items()]:
+        files = [p for p in inputs if not p.is_dir()]
+        for name, path in [*((f"input {p}", p) for p in files), *named.items()]:
             for key in _identities(path):
                 other = seen.setdefault(key, name)
                 if other != name:

@@ -16,6 +16,7 @@ back as the same strings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -145,7 +146,11 @@ class Journal:
         """Flush, optionally fsync, and close."""
         if self._file.closed:
             return
-        self.flush()
-        if sync:
-            os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self.flush()
+            if sync:
+                os.fsync(self._file.fileno())
+        finally:
+            # A write that failed (disk full) is raised; the file is closed all the same.
+            with contextlib.suppress(OSError):
+                self._file.close()

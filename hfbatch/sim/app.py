@@ -32,7 +32,7 @@ from hfbatch.sim.wire import (
     NO_TOKEN_HTML,
     capacity_error,
     check_chat_body,
-    dumps,
+    encode,
     model_not_found,
     model_not_supported,
     n_not_supported,
@@ -56,7 +56,9 @@ def make_app(state: SimState) -> web.Application:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+    return web.Response(
+        body=encode(data), status=status, headers=headers, content_type="application/json", charset="utf-8"
+    )
 
 
 def _request_id() -> str:

@@ -66,7 +66,7 @@ def _canonical_json(messages: Sequence[Any]) -> str:
 
 def message_digest(messages: Sequence[Any]) -> str:
     """12 hex digits that name a conversation."""
-    return hashlib.sha256(_canonical_json(messages).encode("utf-8")).hexdigest()[:12]
+    return hashlib.sha256(_canonical_json(messages).encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def _tag(digest: str, sample: int) -> str:
