@@ -46,14 +46,15 @@ def assert_no_piece(text: str, secret: str = TOKEN) -> None:
 # --------------------------------------------------------------------------- 2: token fragments
 
 
-@pytest.mark.parametrize("offset", [250, 280, 290, 295, 297, 299, 300, 310])
-def test_a_token_straddling_the_cut_is_scrubbed_before_cutting(offset: int) -> None:
-    """A server echoing the token near the 300-character cut leaks no piece of it."""
-    body = json.dumps({"error": {"message": "x" * offset + f" Authorization: Bearer {TOKEN} " + "y" * 50}})
-    err = error_for_status(500, body, provider="p", secrets=(TOKEN,))
+@pytest.mark.parametrize("secret", [TOKEN, "sk-ProviderKey0123456789abcdefXYZ"], ids=["hf-token", "other-key"])
+@pytest.mark.parametrize("offset", [250, 262, 264, 267, 270, 273, 276, 280, 290, 299, 310])
+def test_a_token_straddling_the_cut_is_scrubbed_before_cutting(offset: int, secret: str) -> None:
+    """A server echoing the key near the 300-character cut leaks no piece of it, HF-shaped or not."""
+    body = json.dumps({"error": {"message": "x" * offset + f" Authorization: Bearer {secret} " + "y" * 50}})
+    err = error_for_status(500, body, provider="p", secrets=(secret,))
     assert len(err.message) <= MAX_MESSAGE
     for text in (err.message, err.body or "", str(err)):
-        assert_no_piece(text)
+        assert_no_piece(text, secret)
 
 
 @pytest.mark.parametrize("offset", [0, 60, 75, 78, 79, 80, 100, 290, 299])
