@@ -1,0 +1,220 @@
+"""An in-flight limit that learns a provider's concurrency cap from 429s and then holds just under it.
+
+A 429 for a request sent while k were in flight (itself included) says the cap is
+at most k - 1, so the limit drops to k - 1 at once (not to half) and k - 1 is kept as
+the ceiling estimate. Above the ceiling the limit probes one place at a time, after
+`PROBE_ROUNDS` rounds of successes at the limit; every probe that fails at the same
+ceiling doubles that interval (up to 2**`PROBE_BACKOFF_MAX`), so a steady cap costs
+under half a percent of requests in 429s. A probe that holds a whole round without
+a 429 raises the ceiling and doubles the next step, so a cap that grows is found in
+a few rounds. One success above the ceiling proves nothing: our in-flight count runs
+ahead of the provider's by the replies still on their way back. Until the
+first 429 the limit doubles every round from `SLOW_START` (slow start).
+
+Latency is the second signal: when the recent latency is `latency_tolerance` times
+its best level, the provider is queueing our requests rather than refusing them, and
+more places would only add waiting, so the limit stops growing (it is never cut for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+
+__all__ = ["ConcurrencyLimit"]
+
+SLOW_START = 8  # places before anything is known
+PROBE_ROUNDS = 4  # rounds (successes = limit) at the ceiling before probing one place above it
+PROBE_BACKOFF_MAX = 3  # failed probes at one ceiling stretch the interval up to 2**3 times
+MAX_STEP = 8  # places added by one probe after a run of successful probes
+LATENCY_TOLERANCE = 2.0
+LATENCY_ALPHA = 0.05  # weight of one success in the latency average (about the last 20)
+BASELINE_DRIFT = 0.01  # the best latency may rise 1% per success, so one lucky streak is forgotten
+
+
+class ConcurrencyLimit:
+    """A semaphore whose size is learned: it converges to the provider's in-flight cap and stays there."""
+
+    __slots__ = (
+        "_baseline",
+        "_count",
+        "_ewma",
+        "_fails",
+        "_probe_level",
+        "_slow_start",
+        "_step",
+        "_waiters",
+        "ceiling",
+        "in_flight",
+        "latency_tolerance",
+        "limit",
+        "maximum",
+        "minimum",
+    )
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        start: int | None = None,
+        ceiling: int | None = None,
+        minimum: int = 1,
+        latency_tolerance: float | None = LATENCY_TOLERANCE,
+    ) -> None:
+        if maximum < 1:
+            raise ValueError(f"maximum must be at least 1, got {maximum}")
+        self.maximum = maximum
+        self.minimum = max(1, min(minimum, maximum))
+        #: Learned estimate of the provider's cap (None until a 429 or a warm start).
+        self.ceiling = None if ceiling is None else self._clamp(ceiling)
+        if start is None:
+            start = self.ceiling if self.ceiling is not None else SLOW_START
+        #: Places now; `in_flight` may exceed it for a while after a cut.
+        self.limit = self._clamp(start)
+        self.in_flight = 0
+        self.latency_tolerance = latency_tolerance
+        self._waiters: collections.deque[tuple[asyncio.Future[int], int]] = collections.deque()
+        self._count = 0
+        self._fails = 0
+        self._step = 1
+        self._probe_level: int | None = None
+        self._slow_start = self.ceiling is None
+        self._ewma: float | None = None
+        self._baseline: float | None = None
+
+    def _clamp(self, n: int) -> int:
+        return max(self.minimum, min(self.maximum, n))
+
+    @property
+    def latency(self) -> float | None:
+        """Recent average latency of successes, seconds (None before the first)."""
+        return self._ewma
+
+    # --- the semaphore ---------------------------------------------------------------------------
+
+    def has_room(self) -> bool:
+        """True when `try_acquire` would succeed."""
+        return self.in_flight < self.limit and not self._waiters
+
+    def try_acquire(self) -> int | None:
+        """Take a place if one is free now; return the in-flight count with it, else None."""
+        if not self.has_room():
+            return None
+        self.in_flight += 1
+        return self.in_flight
+
+    async def acquire(self) -> int:
+        """Wait for a place (first come, first served); return the in-flight count with it."""
+        if self.has_room():
+            self.in_flight += 1
+            return self.in_flight
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._join(fut, 0)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the place was handed over just as we were cancelled
+            else:
+                self._leave(fut)
+            raise
+        return self.in_flight
+
+    def _join(self, fut: asyncio.Future[int], tag: int) -> None:
+        """Queue `fut` for a place; granting one sets its result to `tag`. One future may queue at several limits."""
+        self._waiters.append((fut, tag))
+
+    def _leave(self, fut: asyncio.Future[int]) -> None:
+        """Take `fut` out of the queue (it was granted elsewhere, or cancelled)."""
+        for entry in self._waiters:
+            if entry[0] is fut:
+                self._waiters.remove(entry)
+                return
+
+    def release(self) -> None:
+        """Give a place back."""
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            fut, tag = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(tag)
+
+    # --- learning --------------------------------------------------------------------------------
+
+    def on_success(self, level: int, latency: float | None = None) -> None:
+        """A request sent at in-flight `level` (itself included) succeeded after `latency` seconds."""
+        if latency is not None:
+            self._observe_latency(latency)
+        if level < self.limit:
+            return  # the limit did not bind, so this says nothing about more places
+        self._count += 1
+        if self._probe_level is not None and self._count >= self._probe_level:
+            # A whole round at the probed limit and no 429: the cap is at least that.
+            self.ceiling = self._probe_level
+            self._probe_level = None
+            self._step = min(self._step * 2, MAX_STEP)
+            self._fails = 0
+            self._count = 0
+        if self.limit >= self.maximum or self._probe_level is not None:
+            return
+        if self._queueing():
+            if self._slow_start:
+                self._slow_start = False
+                self.ceiling = self.limit
+            return
+        if self._slow_start:
+            need = 1
+        elif self.ceiling is not None and self.limit < self.ceiling:
+            need = self.limit  # back up to the known ceiling: one place per round
+        else:
+            need = PROBE_ROUNDS * self.limit * 2 ** min(self._fails, PROBE_BACKOFF_MAX)
+        if self._count < need:
+            return
+        self._count = 0
+        if self._slow_start or (self.ceiling is not None and self.limit < self.ceiling):
+            self.limit += 1
+        else:
+            self.limit = min(self.maximum, self.limit + self._step)
+            self._probe_level = self.limit
+        self._wake()
+
+    def on_rate_limited(self, level: int) -> None:
+        """A request sent at in-flight `level` (itself included) was answered 429 for lack of places."""
+        est = self._clamp(level - 1)
+        if self.ceiling is None or est < self.ceiling - 1:
+            self.ceiling = est  # a new, lower cap
+            self._fails = 0
+        elif est <= self.ceiling:
+            self.ceiling = est  # a probe just above the ceiling failed: probe less often
+            self._fails += 1
+        # else: sent above the ceiling (a wide probe, or before a cut): nothing new about it.
+        self.limit = min(self.limit, est)
+        self._step = 1
+        self._probe_level = None
+        self._count = 0
+        self._slow_start = False
+
+    def restore(self, limit: int, ceiling: int | None) -> None:
+        """Put back a limit and ceiling saved earlier (the caller found its cuts were not about places)."""
+        self.ceiling = None if ceiling is None else self._clamp(ceiling)
+        self.limit = self._clamp(limit)
+        self._slow_start = self.ceiling is None
+        self._count = 0
+        self._wake()
+
+    def _observe_latency(self, latency: float) -> None:
+        if not math.isfinite(latency) or latency <= 0:
+            return
+        ewma = latency if self._ewma is None else self._ewma + LATENCY_ALPHA * (latency - self._ewma)
+        self._ewma = ewma
+        base = self._baseline
+        self._baseline = ewma if base is None else min(ewma, base * (1.0 + BASELINE_DRIFT))
+
+    def _queueing(self) -> bool:
+        tol, ewma, base = self.latency_tolerance, self._ewma, self._baseline
+        return tol is not None and ewma is not None and base is not None and ewma > tol * base

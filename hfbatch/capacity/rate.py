@@ -1,0 +1,373 @@
+"""A pacer for requests (or tokens) per second whose rate is learned from 429s, headers and successes.
+
+Pacing is GCRA (a token bucket kept as the time the next unit may go): "can I send
+now?" (`try_acquire`) and "how long until I can?" (`delay_until_ready`) are O(1);
+`wait` queues callers first come, first served behind one timer, which is reset
+whenever a pause, a probe or a new pace moves the next turn.
+
+Learning, when the provider refuses for rate (`on_rate_limited`):
+- sends pause: until Retry-After when given, else for a backoff that doubles
+  per round of refusals (`BACKOFF_START` .. `BACKOFF_MAX`); while refusals go on,
+  only one request goes per pause (a half-open probe), never a burst;
+- at the first refusal of an episode the sustainable rate is taken as what the
+  provider accepted over the last `MEASURE` seconds, and the pace drops to `CUT` of it;
+- before any rate is known, the first episode is measured end to end: requests
+  accepted from the first send until the provider took one again, over that time.
+While the pace binds and nothing is refused, it probes upward by `PROBE_STEP` every
+`PROBE_SECONDS`, doubling the step after each probe that held and halving how often
+it probes after each episode at about the same rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from collections.abc import Callable
+
+from hfbatch import _constants as C
+
+__all__ = ["RateLimit"]
+
+BACKOFF_START = 0.25  # first pause after a refusal that named no Retry-After, seconds
+BACKOFF_MAX = 2.0
+MEASURE = 10.0  # longest stretch of accepted requests the sustainable rate is measured over, seconds
+MIN_MEASURE = 1.0  # a shorter measurement is noise: keep the pace, only cut it
+CUT = 0.95  # pace as a share of the measured sustainable rate after an episode
+PROBE_STEP = 0.02  # first probe: +2% of the pace
+MAX_PROBE_STEP = 0.25
+PROBE_SECONDS = 2.0  # between probes while the pace binds
+PROBE_BACKOFF_MAX = 3  # episodes at about the same rate stretch the probe interval up to 2**3 times
+SAME_LEVEL = 0.1  # a measured rate within 10% of the ceiling is "the same level"
+BINDING = 1.0  # the pace binds if it delayed a send in the last second
+MIN_RATE = 0.01  # requests per second: never slower than one per 100 s
+
+
+class RateLimit:
+    """Paces sends to a rate that is learned (or set by the user), with pauses for Retry-After."""
+
+    def __init__(
+        self,
+        *,
+        maximum: float | None = None,
+        start: float | None = None,
+        ceiling: float | None = None,
+        burst: float = 1.0,
+        minimum: float = MIN_RATE,
+        learn: bool = True,
+        max_pause: float = C.MAX_RETRY_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if maximum is not None and not maximum > 0:
+            raise ValueError(f"maximum rate must be positive, got {maximum}")
+        self.maximum = maximum
+        self.minimum = minimum
+        self.learn = learn
+        self.burst = max(1.0, burst)
+        self.max_pause = max_pause
+        self._clock = clock
+        #: Learned sustainable rate (None until an episode of 429s or a warm start).
+        self.ceiling = None if ceiling is None else self._bound(ceiling)
+        if start is None:
+            start = self.ceiling
+        #: Learned length of the provider's window, seconds (from the first episode; None: unknown).
+        self.window: float | None = None
+        #: Learned pace, per second (None: not paced by learning; `maximum` still applies).
+        self.rate: float | None = None if start is None else self._bound(start)
+        self.paused_until = -math.inf
+        now = clock()
+        self._tat = now  # when the next unit may go, burst tolerance aside
+        self._probe_at = -math.inf  # while probing: when the next lone request may go
+        self._waiters: collections.deque[tuple[asyncio.Future[None], float]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._budget: float | None = None  # what the last headers said is left, less what we sent since
+        self._budget_until = -math.inf
+        self._sends: collections.deque[float] = collections.deque()
+        self._accepted: collections.deque[tuple[float, float]] = collections.deque()
+        self._total_accepted = 0.0
+        self._first_send: float | None = None
+        self._last_bound = -math.inf
+        self._last_change = now
+        self._step = PROBE_STEP
+        self._fails = 0
+        # The current episode of refusals: when it began (by send time), when we last reacted, rounds so far.
+        self._streak_since: float | None = None
+        self._rate_episode = False
+        self._reacted_at = -math.inf
+        self._rounds = 0
+        self._probing = False
+        self._last_refused = -math.inf
+        self._named_until = -math.inf  # the end of the last pause the server named (Retry-After)
+        self._settled = self.rate is not None  # a cut has measured the rate (or a warm start gave it)
+
+    def _bound(self, rate: float) -> float:
+        rate = max(self.minimum, rate)
+        return rate if self.maximum is None else min(self.maximum, rate)
+
+    @property
+    def pace(self) -> float | None:
+        """Units per second sends are spaced at now (None: not paced)."""
+        rates = [r for r in (self.rate, self.maximum) if r is not None]
+        return min(rates) if rates else None
+
+    @property
+    def probing(self) -> bool:
+        """True while refusals go on and only one request goes per backoff."""
+        return self._probing
+
+    # --- pacing ---------------------------------------------------------------------------------
+
+    def _ready_at(self) -> float:
+        pace = self.pace
+        at = max(self.paused_until, self._tat - ((self.burst - 1.0) / pace if pace else 0.0))
+        if self._out_of_budget(self._clock()):
+            at = max(at, self._budget_until)
+        return max(at, self._probe_at) if self._probing else at
+
+    def _out_of_budget(self, now: float) -> bool:
+        return self._budget is not None and self._budget < 1.0 and now < self._budget_until
+
+    def delay_until_ready(self) -> float:
+        """Seconds until a unit may go (0: now)."""
+        return max(0.0, self._ready_at() - self._clock())
+
+    def try_acquire(self, cost: float = 1.0) -> bool:
+        """Take the turn now if it is free and nobody is queued in `wait`; else False, nothing taken."""
+        now = self._clock()
+        if self._waiters or self._ready_at() > now:
+            self._note_held(now)
+            return False
+        self._book(now, cost)
+        return True
+
+    async def wait(self, cost: float = 1.0) -> bool:
+        """Wait for this caller's turn, first come first served; True if the pace (not a pause) held it back."""
+        start = self._clock()
+        if not self._waiters and self._ready_at() <= start:
+            self._book(start, cost)
+            return False
+        held = self._note_held(start)
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = (fut, cost)
+        self._waiters.append(entry)
+        self._arm()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._unbook(cost)  # the turn was handed over just as we were cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+                self._arm()
+            raise
+        return held
+
+    def _arm(self) -> None:
+        """(Re)set the one timer that hands the turn to the first waiter when it comes."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._waiters and self._loop is not None and not self._loop.is_closed():
+            self._timer = self._loop.call_later(max(0.0, self._ready_at() - self._clock()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._clock()
+        while self._waiters and self._ready_at() <= now:
+            fut, cost = self._waiters.popleft()
+            if not fut.done():
+                self._book(now, cost)
+                fut.set_result(None)
+        self._arm()
+
+    def _note_held(self, now: float) -> bool:
+        """Whether the pace, rather than a pause or a probe, is what holds a caller back now."""
+        if now >= self.paused_until and not self._probing and self.pace is not None and not self._out_of_budget(now):
+            self._last_bound = now
+            return True
+        return False
+
+    def _book(self, start: float, cost: float) -> None:
+        if self._first_send is None:
+            self._first_send = start
+        self._sends.append(start)
+        while self._sends and self._sends[0] < start - MEASURE:
+            self._sends.popleft()
+        if self._budget is not None:
+            self._budget -= cost
+        pace = self.pace
+        if self._probing:
+            # Half-open: one request per backoff until one is accepted.
+            self._probe_at = start + self._backoff()
+        if pace is None:
+            self._tat = start
+        else:
+            self._tat = max(self._tat, start) + cost / pace
+
+    def _unbook(self, cost: float) -> None:
+        pace = self.pace
+        if pace is not None:
+            self._tat -= cost / pace
+        self._arm()
+
+    def correct(self, estimated: float, actual: float) -> None:
+        """A request booked at `estimated` units turned out to cost `actual` (tokens from usage)."""
+        pace = self.pace
+        if pace is not None and math.isfinite(actual) and actual >= 0:
+            self._tat += (actual - estimated) / pace
+            self._arm()
+
+    def _pause(self, until: float) -> None:
+        if until > self.paused_until:
+            self.paused_until = until
+            self._tat = max(self._tat, until)
+            self._arm()
+
+    def _backoff(self) -> float:
+        return min(BACKOFF_MAX, BACKOFF_START * 2.0 ** max(0, self._rounds - 1))
+
+    # --- learning -------------------------------------------------------------------------------
+
+    def on_success(self, cost: float = 1.0, sent_at: float | None = None) -> None:
+        """A request (costing `cost` units) sent at `sent_at` was accepted."""
+        now = self._clock()
+        self._accepted.append((now if sent_at is None else sent_at, cost))
+        self._total_accepted += cost
+        while self._accepted and self._accepted[0][0] < now - MEASURE:
+            self._accepted.popleft()
+        if self._streak_since is not None and (sent_at is None or sent_at >= self._streak_since):
+            self._end_episode(now if sent_at is None else sent_at, cost)
+        elif self._streak_since is None:
+            self._maybe_probe(now)
+
+    def on_rate_limited(self, retry_after: float | None = None, sent_at: float | None = None) -> None:
+        """A request sent at `sent_at` was refused for rate; `retry_after` is the server's delay, if any."""
+        now = self._clock()
+        sent = now if sent_at is None else sent_at
+        self._last_refused = now
+        if self._streak_since is None or not self._rate_episode:
+            if self._streak_since is None:
+                self._streak_since = sent
+                self._rounds = 0
+            self._rate_episode = True
+            if self.learn:
+                self._cut(now)
+        if retry_after is not None:
+            self._rounds += 1
+            self._reacted_at = now
+            self._named_until = now + min(max(0.0, retry_after), self.max_pause)
+            self._pause(self._named_until)
+            self._probing = self.pace is None
+        elif sent >= self._reacted_at:
+            # Requests sent before our last reaction saw the old pace; only later ones escalate.
+            self._rounds += 1
+            self._reacted_at = now
+            self._pause(now + self._backoff())
+            self._probing = True
+
+    def hold(self, seconds: float | None = None) -> None:
+        """Pause (for `seconds`, else the backoff), then let one request through per backoff until one is accepted.
+
+        Learns nothing about the rate: the caller blamed the refusals on something else.
+        """
+        now = self._clock()
+        if self._streak_since is None:
+            self._streak_since = now
+            self._rounds = 0
+        self._rounds += 1
+        self._reacted_at = now
+        self._pause(now + (self._backoff() if seconds is None else seconds))
+        self._probing = True
+
+    def pause_for(self, seconds: float) -> None:
+        """Send nothing for `seconds` (a budget the headers say is spent)."""
+        self._pause(self._clock() + min(max(0.0, seconds), self.max_pause))
+
+    def apply_hint(
+        self, limit: int | None, remaining: int | None, reset: float | None, sent_at: float | None = None
+    ) -> None:
+        """Keep to the budget a reply's headers state: `remaining` units until `reset` seconds from now.
+
+        `sent_at` is when that reply's request went: what we sent after it is not in
+        the provider's count yet, so it comes off the budget here. Once the budget is
+        spent nothing goes until the reset; no 429 needed.
+        """
+        if remaining is None or reset is None:
+            return
+        now = self._clock()
+        later = 0 if sent_at is None else sum(1 for t in self._sends if t > sent_at)
+        self._budget = float(remaining - later)
+        self._budget_until = now + min(reset, self.max_pause)
+        self._arm()
+
+    def _measured(self, now: float) -> float | None:
+        span = min(MEASURE, max(MIN_MEASURE, self.window or MEASURE))
+        start = max(now - span, self._first_send if self._first_send is not None else now)
+        if now - start < MIN_MEASURE:
+            return None
+        return sum(c for t, c in self._accepted if t >= start) / (now - start)
+
+    def _cut(self, now: float) -> None:
+        if self.rate is None:
+            return  # first episode: measured when it ends
+        measured = self._measured(now)
+        measured = self.rate if measured is None else min(measured, self.rate)
+        if self.ceiling is not None and measured >= self.ceiling * (1.0 - SAME_LEVEL):
+            self._fails += 1
+        else:
+            self._fails = 0
+        self.ceiling = self._bound(measured)
+        self.rate = self._bound(CUT * measured)
+        self._step = PROBE_STEP
+        self._last_change = now
+        self._settled = True
+
+    def _end_episode(self, accepted_at: float, cost: float) -> None:
+        first = self._first_send
+        if self._rate_episode and self.learn and self.rate is None and first is not None:
+            # What the provider took before refusing, over the time until it took one again: it
+            # reopened after the last refusal (or at the Retry-After it named) and before this request.
+            named = self._named_until if self._named_until <= accepted_at else -math.inf
+            reopened = (max(self._last_refused, named) + accepted_at) / 2.0
+            elapsed = reopened - first
+            before = self._total_accepted - cost
+            if elapsed > 0 and before > 0:
+                self.ceiling = self._bound(before / elapsed)
+                self.rate = self.ceiling
+                self._last_change = self._clock()
+                if elapsed <= MEASURE:
+                    # One window's budget went in the opening burst: that is the window's length.
+                    self.window = max(MIN_MEASURE, elapsed)
+        self._streak_since = None
+        self._rate_episode = False
+        self._rounds = 0
+        self._probing = False
+        self._arm()
+
+    def _maybe_probe(self, now: float) -> None:
+        if not self.learn or self.rate is None:
+            return
+        if self.maximum is not None and self.rate >= self.maximum:
+            return
+        if now - self._last_bound > BINDING:
+            return  # not pacing anyone: no evidence a faster pace would be used
+        # A window limit answers up to one window late: probe no faster than that.
+        interval = max(PROBE_SECONDS, self.window or 0.0) * 2 ** min(self._fails, PROBE_BACKOFF_MAX)
+        if now - self._last_change < interval:
+            return
+        below = self.ceiling is not None and self.rate < self.ceiling
+        if self.ceiling is None or self.rate > self.ceiling:
+            self.ceiling = self.rate  # it held for a whole interval
+        self.rate = self._bound(self.rate * (1.0 + self._step))
+        # Back up to the known ceiling in growing steps, and while the rate is a first guess;
+        # above a measured ceiling, one small step at a time.
+        grow = below or not self._settled
+        self._step = min(self._step * 2.0, MAX_PROBE_STEP) if grow else PROBE_STEP
+        self._last_change = now
+        self._arm()
