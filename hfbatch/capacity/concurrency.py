@@ -13,7 +13,11 @@ first 429 the limit doubles every round from `SLOW_START` (slow start).
 
 Latency is the second signal: when the recent latency is `latency_tolerance` times
 its best level, the provider is queueing our requests rather than refusing them, and
-more places would only add waiting, so the limit stops growing (it is never cut for it).
+more places would only add waiting (and, with several providers, keep rows from one
+with room), so the limit stops growing. Slow start ends at a smaller rise, as in
+TCP's HyStart, since the limit doubles every round there, and by Little's law sets
+the limit to the level over the rise. Past slow start the limit is never cut for
+latency: outputs grow longer for reasons of their own.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ SLOW_START = 8  # places before anything is known
 PROBE_ROUNDS = 4  # rounds (successes = limit) at the ceiling before probing one place above it
 PROBE_BACKOFF_MAX = 3  # failed probes at one ceiling stretch the interval up to 2**3 times
 MAX_STEP = 8  # places added by one probe after a run of successful probes
-LATENCY_TOLERANCE = 2.0
+LATENCY_TOLERANCE = 2.0  # recent latency over the best: above this, no growth
+SLOW_START_EXIT = 1.5  # during slow start, a smaller rise ends it (HyStart): the queue grows fast there
 LATENCY_ALPHA = 0.05  # weight of one success in the latency average (about the last 20)
-BASELINE_DRIFT = 0.01  # the best latency may rise 1% per success, so one lucky streak is forgotten
+FAST_ALPHA = 0.25  # the quick average slow start watches (about the last 4)
 
 
 class ConcurrencyLimit:
@@ -41,6 +46,7 @@ class ConcurrencyLimit:
         "_count",
         "_ewma",
         "_fails",
+        "_fast",
         "_probe_level",
         "_slow_start",
         "_step",
@@ -81,6 +87,7 @@ class ConcurrencyLimit:
         self._probe_level: int | None = None
         self._slow_start = self.ceiling is None
         self._ewma: float | None = None
+        self._fast: float | None = None
         self._baseline: float | None = None
 
     def _clamp(self, n: int) -> int:
@@ -146,26 +153,40 @@ class ConcurrencyLimit:
 
     # --- learning --------------------------------------------------------------------------------
 
-    def on_success(self, level: int, latency: float | None = None) -> None:
-        """A request sent at in-flight `level` (itself included) succeeded after `latency` seconds."""
+    def on_success(self, level: int, latency: float | None = None, limit: int | None = None) -> None:
+        """A request sent at in-flight `level` (itself included) succeeded after `latency` seconds.
+
+        `limit` is the limit when it was sent (default: now); a success counts toward
+        growing only if that limit bound (the request took the last place).
+        """
         if latency is not None:
             self._observe_latency(latency)
-        if level < self.limit:
+        if level < min(self.limit, self.limit if limit is None else limit):
             return  # the limit did not bind, so this says nothing about more places
         self._count += 1
         if self._probe_level is not None and self._count >= self._probe_level:
-            # A whole round at the probed limit and no 429: the cap is at least that.
-            self.ceiling = self._probe_level
-            self._probe_level = None
-            self._step = min(self._step * 2, MAX_STEP)
-            self._fails = 0
             self._count = 0
+            if self._rising():
+                # A round at the probed limit only made requests wait longer: back to the ceiling.
+                self.limit = min(self.limit, self.ceiling if self.ceiling is not None else self.limit)
+                self._fails += 1
+                self._step = 1
+            else:
+                # A whole round at the probed limit, no 429 and no queueing: the cap is at least that.
+                self.ceiling = self._probe_level
+                self._step = min(self._step * 2, MAX_STEP)
+                self._fails = 0
+            self._probe_level = None
         if self.limit >= self.maximum or self._probe_level is not None:
             return
+        if self._slow_start and self._rising() and self._fast and self._baseline:
+            # Little's law: latency up r-fold at `level` in flight means about level / r are being served.
+            self._slow_start = False
+            self.ceiling = self._clamp(round(level * self._baseline / self._fast))
+            self.limit = min(self.limit, self.ceiling)
+            self._count = 0
+            return
         if self._queueing():
-            if self._slow_start:
-                self._slow_start = False
-                self.ceiling = self.limit
             return
         if self._slow_start:
             need = 1
@@ -190,8 +211,9 @@ class ConcurrencyLimit:
             self.ceiling = est  # a new, lower cap
             self._fails = 0
         elif est <= self.ceiling:
-            self.ceiling = est  # a probe just above the ceiling failed: probe less often
-            self._fails += 1
+            self.ceiling = est
+            if self._probe_level is not None:
+                self._fails += 1  # a probe just above the ceiling failed: probe less often
         # else: sent above the ceiling (a wide probe, or before a cut): nothing new about it.
         self.limit = min(self.limit, est)
         self._step = 1
@@ -210,11 +232,19 @@ class ConcurrencyLimit:
     def _observe_latency(self, latency: float) -> None:
         if not math.isfinite(latency) or latency <= 0:
             return
-        ewma = latency if self._ewma is None else self._ewma + LATENCY_ALPHA * (latency - self._ewma)
-        self._ewma = ewma
-        base = self._baseline
-        self._baseline = ewma if base is None else min(ewma, base * (1.0 + BASELINE_DRIFT))
+        if self._ewma is None or self._fast is None or self._baseline is None:
+            self._ewma = self._fast = self._baseline = latency
+            return
+        self._ewma += LATENCY_ALPHA * (latency - self._ewma)
+        self._fast += FAST_ALPHA * (latency - self._fast)
+        # The lowest average, not the lowest sample: one short answer must not set the bar.
+        self._baseline = min(self._ewma, self._baseline)
 
     def _queueing(self) -> bool:
         tol, ewma, base = self.latency_tolerance, self._ewma, self._baseline
         return tol is not None and ewma is not None and base is not None and ewma > tol * base
+
+    def _rising(self) -> bool:
+        fast, base = self._fast, self._baseline
+        on = self.latency_tolerance is not None
+        return on and fast is not None and base is not None and fast > SLOW_START_EXIT * base

@@ -81,6 +81,8 @@ class ModelProvider:
     window_seconds: float = 1.0
     #: Window refusals carry Retry-After (the time until the window has room).
     retry_after: bool = False
+    #: Cap refusals carry this Retry-After, seconds (None: none).
+    cap_retry_after: float | None = None
     #: Replies carry x-ratelimit-*-requests headers.
     headers: bool = False
     #: Over the cap, requests wait at the provider instead of being refused.
@@ -141,7 +143,7 @@ class _Provider:
         if cap is not None and self.in_flight >= cap:
             if not s.queue_over_cap:
                 await asyncio.sleep(s.reject_latency + s.transit)
-                return _Reply(False)
+                return _Reply(False, s.cap_retry_after)
             async with self.freed:
                 await self.freed.wait_for(lambda: self.in_flight < (s.cap_at(now()) or 1))
         if s.window is not None:

@@ -2,17 +2,19 @@
 
 A 429 rarely says which limit it hit. It blames the request pace when the headers
 say the request budget is spent, when nothing else of ours was in flight (a cap
-below one is not a cap), or when the pace had held the request back while places
-were free. Otherwise it blames places: the limit drops to the in-flight level less
-one. If the next round of requests, sent after that cut, is refused too, the
-provider is held (paused, then one request per backoff) so refusals do not churn;
-and if such an episode reaches a lone request, it was the rate all along: the cuts
-are undone and the pace learns instead.
+below one is not a cap), when the pace had held the request back while places
+were free, or when the provider had just taken a request sent at a clearly higher
+level (within `RECENT_LATENCIES` latencies): it holds that many at once. Otherwise
+it blames places: the limit drops to the in-flight level less one. If the next
+round of requests, sent after that cut, is refused too, the provider is held
+(paused, then one request per backoff) so refusals do not churn; and if such an
+episode reaches a request blamed on the pace, the cuts are undone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +25,8 @@ from hfbatch.capacity.learned import LearnedLimits
 from hfbatch.capacity.rate import RateLimit
 
 __all__ = ["Blame", "ProviderCapacity", "Slot", "acquire_any"]
+
+RECENT_LATENCIES = 2.0  # an acceptance this many latencies before a refusal still says what the provider takes
 
 
 class Blame(enum.Enum):
@@ -70,6 +74,7 @@ class ProviderCapacity:
         self._reacted_at = float("-inf")
         self._rounds = 0
         self._saved: tuple[int, int | None] | None = None
+        self._accepted: collections.deque[tuple[float, int]] = collections.deque()  # (sent at, level)
 
     @classmethod
     def build(
@@ -114,8 +119,6 @@ class ProviderCapacity:
     def try_acquire(self, cost: float = 0.0) -> Slot | None:
         """A slot if a place is free and the paces allow a send now, else None (nothing taken)."""
         if not self.has_room(cost):
-            if self.concurrency.has_room():
-                self.requests.try_acquire()  # records that the pace held a request back
             return None
         self.concurrency.try_acquire()
         self.requests.try_acquire()
@@ -128,11 +131,13 @@ class ProviderCapacity:
         await self.concurrency.acquire()
         return await self._paced_slot(cost)
 
-    async def _paced_slot(self, cost: float) -> Slot:
-        """Holding a place, wait for the paces; on cancel the place goes back."""
-        self._pacing += 1
+    async def _paced_slot(self, cost: float, paced: bool | None = None) -> Slot:
+        """Holding a place, wait for the paces (the request pace is done if `paced` is given)."""
+        if paced is None:
+            self._pacing += 1
         try:
-            paced = await self.requests.wait()
+            if paced is None:
+                paced = await self.requests.wait()
             if self.tokens is not None and cost > 0:
                 await self.tokens.wait(cost)
         except BaseException:
@@ -164,11 +169,14 @@ class ProviderCapacity:
     ) -> None:
         """The request was answered (2xx); `tokens` is its usage, `hint` its rate-limit headers."""
         now = self._clock()
-        self.concurrency.on_success(slot.level, now - slot.sent_at if latency is None else latency)
+        self.concurrency.on_success(slot.level, now - slot.sent_at if latency is None else latency, slot.limit)
         self.requests.on_success(sent_at=slot.sent_at)
         if self.tokens is not None and tokens is not None:
             self.tokens.correct(slot.cost, tokens)
             self.tokens.on_success(tokens, sent_at=slot.sent_at)
+        self._accepted.append((slot.sent_at, slot.level))
+        while self._accepted and self._accepted[0][0] < now - 2.0 * self._recent():
+            self._accepted.popleft()
         if self._streak_since is not None and slot.sent_at >= self._streak_since:
             self._streak_since = None
             self._rounds = 0
@@ -222,7 +230,19 @@ class ProviderCapacity:
             return Blame.REQUESTS
         if slot.paced and slot.level < slot.limit:
             return Blame.REQUESTS
+        if slot.level < self._recent_level(slot.sent_at) - max(1, slot.level // 10):
+            return Blame.REQUESTS
         return Blame.CONCURRENCY
+
+    def _recent(self) -> float:
+        """How far back an accepted request still shows what the provider takes at once: two latencies."""
+        latency = self.concurrency.latency
+        return RECENT_LATENCIES * latency if latency is not None else 0.0
+
+    def _recent_level(self, sent_at: float) -> int:
+        """The highest level at which a request sent lately (around `sent_at`) was accepted."""
+        since = sent_at - self._recent()
+        return max((level for t, level in self._accepted if t >= since), default=0)
 
     def _on_place_refusal(self, slot: Slot) -> None:
         now = self._clock()
@@ -251,25 +271,48 @@ class ProviderCapacity:
 
 
 async def acquire_any(capacities: Sequence[ProviderCapacity], cost: float = 0.0) -> tuple[int, Slot]:
-    """A slot on the first provider, in order, with room now; else on whichever frees a place first.
+    """A slot on the first provider, in order, with room now; else on whichever has room first.
 
-    Returns the provider's index and the slot. One future waits in every provider's
-    queue, so waiting costs no task; cancelling it takes nothing.
+    Returns the provider's index and the slot. One future waits at once for a place
+    on every provider that has none and, holding a place, for the next turn of the
+    one pace that comes soonest; waiting costs no task. Cancelling it takes nothing.
     """
     for i, cap in enumerate(capacities):
         slot = cap.try_acquire(cost)
         if slot is not None:
             return i, slot
-    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[int] = loop.create_future()
+    roomy = [i for i, cap in enumerate(capacities) if cap.concurrency.has_room()]
+    paced = min(roomy, key=lambda i: capacities[i].delay_until_ready(cost), default=-1)
+    held = False
+    if paced >= 0:
+        cap = capacities[paced]
+        cap.concurrency.try_acquire()
+        cap._pacing += 1
+        held = cap.requests._note_held(cap._clock())
+        cap.requests._join(fut, paced)
     for i, cap in enumerate(capacities):
-        cap.concurrency._join(fut, i)
+        if i != paced:
+            cap.concurrency._join(fut, i)
     try:
-        i = await fut
+        won = await fut
     except asyncio.CancelledError:
         if fut.done() and not fut.cancelled():
-            capacities[fut.result()].concurrency.release()  # granted just as we were cancelled
+            if fut.result() == paced:
+                capacities[paced].requests._unbook()  # the turn came just as we were cancelled
+            else:
+                capacities[fut.result()].concurrency.release()
         raise
     finally:
-        for cap in capacities:
-            cap.concurrency._leave(fut)
-    return i, await capacities[i]._paced_slot(cost)
+        for i, cap in enumerate(capacities):
+            if i != paced:
+                cap.concurrency._leave(fut)
+        if paced >= 0:
+            capacities[paced].requests._leave(fut)
+            if not (fut.done() and not fut.cancelled() and fut.result() == paced):
+                capacities[paced]._pacing -= 1
+                capacities[paced].concurrency.release()
+    if won == paced:
+        return won, await capacities[won]._paced_slot(cost, paced=held)
+    return won, await capacities[won]._paced_slot(cost)

@@ -9,20 +9,22 @@ Learning, when the provider refuses for rate (`on_rate_limited`):
 - sends pause: until Retry-After when given, else for a backoff that doubles
   per round of refusals (`BACKOFF_START` .. `BACKOFF_MAX`); while refusals go on,
   only one request goes per pause (a half-open probe), never a burst;
-- at the first refusal of an episode the sustainable rate is taken as what the
-  provider accepted over the last `MEASURE` seconds, and the pace drops to `CUT` of it;
-- before any rate is known, the first episode is measured end to end: requests
-  accepted from the first send until the provider took one again, over that time.
-While the pace binds and nothing is refused, it probes upward by `PROBE_STEP` every
-`PROBE_SECONDS`, doubling the step after each probe that held and halving how often
-it probes after each episode at about the same rate.
+- before any rate is known, the first episode is measured end to end: what the
+  provider accepted from the first send until it took one again, over that time,
+  which is also about the length of its window;
+- at the first refusal of a later episode the window was full, so the sustainable
+  rate is what the provider accepted over the last window (`MEASURE` seconds while
+  the window is unknown), and the pace drops to `CUT` of it (never below half).
+While the pace binds and nothing is refused, it probes upward once per window (at
+least `PROBE_SECONDS`): in doubling steps while below the measured ceiling or on a
+first guess, by `PROBE_STEP` above it, and half as often after each episode at about
+the same rate. A window answers up to one window late, so probing faster overshoots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -33,8 +35,10 @@ __all__ = ["RateLimit"]
 
 BACKOFF_START = 0.25  # first pause after a refusal that named no Retry-After, seconds
 BACKOFF_MAX = 2.0
-MEASURE = 10.0  # longest stretch of accepted requests the sustainable rate is measured over, seconds
+MEASURE = 10.0  # seconds the sustainable rate is measured over while the window's length is unknown
 MIN_MEASURE = 1.0  # a shorter measurement is noise: keep the pace, only cut it
+MAX_WINDOW = 120.0  # longest window learned (and history kept), seconds
+MAX_CUT = 0.5  # one episode never cuts the pace below half
 CUT = 0.95  # pace as a share of the measured sustainable rate after an episode
 PROBE_STEP = 0.02  # first probe: +2% of the pace
 MAX_PROBE_STEP = 0.25
@@ -80,13 +84,15 @@ class RateLimit:
         now = clock()
         self._tat = now  # when the next unit may go, burst tolerance aside
         self._probe_at = -math.inf  # while probing: when the next lone request may go
-        self._waiters: collections.deque[tuple[asyncio.Future[None], float]] = collections.deque()
+        self._waiters: collections.deque[tuple[asyncio.Future[int], float, int]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._budget: float | None = None  # what the last headers said is left, less what we sent since
         self._budget_until = -math.inf
-        self._sends: collections.deque[float] = collections.deque()
-        self._accepted: collections.deque[tuple[float, float]] = collections.deque()
+        self._budget_at = -math.inf
+        self._refill = 0.0
+        self._sends: collections.deque[float] = collections.deque()  # send times, for the last window
+        self._refused: collections.deque[float] = collections.deque()  # send times of refused requests
         self._total_accepted = 0.0
         self._first_send: float | None = None
         self._last_bound = -math.inf
@@ -123,12 +129,19 @@ class RateLimit:
     def _ready_at(self) -> float:
         pace = self.pace
         at = max(self.paused_until, self._tat - ((self.burst - 1.0) / pace if pace else 0.0))
-        if self._out_of_budget(self._clock()):
-            at = max(at, self._budget_until)
+        now = self._clock()
+        if self._out_of_budget(now) and self._budget is not None:
+            refilled = self._budget_until
+            if self._refill > 0:
+                refilled = min(refilled, self._budget_at + (1.0 - self._budget) / self._refill)
+            at = max(at, refilled)
         return max(at, self._probe_at) if self._probing else at
 
     def _out_of_budget(self, now: float) -> bool:
-        return self._budget is not None and self._budget < 1.0 and now < self._budget_until
+        """Whether the headers' budget, refilled since, has less than one unit left."""
+        if self._budget is None or now >= self._budget_until:
+            return False
+        return self._budget + self._refill * (now - self._budget_at) < 1.0
 
     def delay_until_ready(self) -> float:
         """Seconds until a unit may go (0: now)."""
@@ -150,23 +163,31 @@ class RateLimit:
             self._book(start, cost)
             return False
         held = self._note_held(start)
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        fut: asyncio.Future[None] = loop.create_future()
-        entry = (fut, cost)
-        self._waiters.append(entry)
-        self._arm()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._join(fut, 0, cost)
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self._unbook(cost)  # the turn was handed over just as we were cancelled
             else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(entry)
-                self._arm()
+                self._leave(fut)
             raise
         return held
+
+    def _join(self, fut: asyncio.Future[int], tag: int, cost: float = 1.0) -> None:
+        """Queue `fut` for a turn; granting it books the turn and sets its result to `tag`."""
+        self._loop = asyncio.get_running_loop()
+        self._waiters.append((fut, cost, tag))
+        self._arm()
+
+    def _leave(self, fut: asyncio.Future[int]) -> None:
+        """Take `fut` out of the queue (granted elsewhere, or cancelled)."""
+        for entry in self._waiters:
+            if entry[0] is fut:
+                self._waiters.remove(entry)
+                self._arm()
+                return
 
     def _arm(self) -> None:
         """(Re)set the one timer that hands the turn to the first waiter when it comes."""
@@ -180,10 +201,10 @@ class RateLimit:
         self._timer = None
         now = self._clock()
         while self._waiters and self._ready_at() <= now:
-            fut, cost = self._waiters.popleft()
+            fut, cost, tag = self._waiters.popleft()
             if not fut.done():
                 self._book(now, cost)
-                fut.set_result(None)
+                fut.set_result(tag)
         self._arm()
 
     def _note_held(self, now: float) -> bool:
@@ -197,7 +218,7 @@ class RateLimit:
         if self._first_send is None:
             self._first_send = start
         self._sends.append(start)
-        while self._sends and self._sends[0] < start - MEASURE:
+        while self._sends and self._sends[0] < start - MAX_WINDOW:
             self._sends.popleft()
         if self._budget is not None:
             self._budget -= cost
@@ -210,7 +231,7 @@ class RateLimit:
         else:
             self._tat = max(self._tat, start) + cost / pace
 
-    def _unbook(self, cost: float) -> None:
+    def _unbook(self, cost: float = 1.0) -> None:
         pace = self.pace
         if pace is not None:
             self._tat -= cost / pace
@@ -237,10 +258,7 @@ class RateLimit:
     def on_success(self, cost: float = 1.0, sent_at: float | None = None) -> None:
         """A request (costing `cost` units) sent at `sent_at` was accepted."""
         now = self._clock()
-        self._accepted.append((now if sent_at is None else sent_at, cost))
         self._total_accepted += cost
-        while self._accepted and self._accepted[0][0] < now - MEASURE:
-            self._accepted.popleft()
         if self._streak_since is not None and (sent_at is None or sent_at >= self._streak_since):
             self._end_episode(now if sent_at is None else sent_at, cost)
         elif self._streak_since is None:
@@ -251,6 +269,9 @@ class RateLimit:
         now = self._clock()
         sent = now if sent_at is None else sent_at
         self._last_refused = now
+        self._refused.append(sent)
+        while self._refused and self._refused[0] < now - MAX_WINDOW:
+            self._refused.popleft()
         if self._streak_since is None or not self._rate_episode:
             if self._streak_since is None:
                 self._streak_since = sent
@@ -292,26 +313,36 @@ class RateLimit:
     def apply_hint(
         self, limit: int | None, remaining: int | None, reset: float | None, sent_at: float | None = None
     ) -> None:
-        """Keep to the budget a reply's headers state: `remaining` units until `reset` seconds from now.
+        """Keep to the budget a reply's headers state: `remaining` units now, all `limit` back in `reset` seconds.
 
+        As OpenAI and Anthropic describe it, the budget refills steadily, at
+        (limit - remaining) / reset; with no limit given it comes back at the reset.
         `sent_at` is when that reply's request went: what we sent after it is not in
-        the provider's count yet, so it comes off the budget here. Once the budget is
-        spent nothing goes until the reset; no 429 needed.
+        the provider's count yet, so it comes off the budget here.
         """
         if remaining is None or reset is None:
             return
         now = self._clock()
+        reset = min(max(0.0, reset), self.max_pause)
         later = 0 if sent_at is None else sum(1 for t in self._sends if t > sent_at)
         self._budget = float(remaining - later)
-        self._budget_until = now + min(reset, self.max_pause)
+        self._budget_at = now
+        self._budget_until = now + reset
+        if limit is not None and reset > 0:
+            self._refill = max(limit - remaining, 1) / reset
+        else:
+            self._refill = 0.0
         self._arm()
 
     def _measured(self, now: float) -> float | None:
-        span = min(MEASURE, max(MIN_MEASURE, self.window or MEASURE))
+        """Units sent and not refused per second over the last window: taken, or in flight (refusals come fast)."""
+        span = self.window or MEASURE
         start = max(now - span, self._first_send if self._first_send is not None else now)
         if now - start < MIN_MEASURE:
             return None
-        return sum(c for t, c in self._accepted if t >= start) / (now - start)
+        sent = sum(1 for t in self._sends if t >= start)
+        refused = sum(1 for t in self._refused if t >= start)
+        return max(0, sent - refused) / (now - start)
 
     def _cut(self, now: float) -> None:
         if self.rate is None:
@@ -323,7 +354,7 @@ class RateLimit:
         else:
             self._fails = 0
         self.ceiling = self._bound(measured)
-        self.rate = self._bound(CUT * measured)
+        self.rate = self._bound(max(CUT * measured, MAX_CUT * self.rate))
         self._step = PROBE_STEP
         self._last_change = now
         self._settled = True
@@ -341,9 +372,9 @@ class RateLimit:
                 self.ceiling = self._bound(before / elapsed)
                 self.rate = self.ceiling
                 self._last_change = self._clock()
-                if elapsed <= MEASURE:
-                    # One window's budget went in the opening burst: that is the window's length.
-                    self.window = max(MIN_MEASURE, elapsed)
+                if self._streak_since is not None and self._streak_since - first <= MEASURE:
+                    # One window's budget went in the opening burst: that is about the window's length.
+                    self.window = min(MAX_WINDOW, max(MIN_MEASURE, elapsed))
         self._streak_since = None
         self._rate_episode = False
         self._rounds = 0
@@ -357,8 +388,9 @@ class RateLimit:
             return
         if now - self._last_bound > BINDING:
             return  # not pacing anyone: no evidence a faster pace would be used
-        # A window limit answers up to one window late: probe no faster than that.
-        interval = max(PROBE_SECONDS, self.window or 0.0) * 2 ** min(self._fails, PROBE_BACKOFF_MAX)
+        # A window limit answers up to one window late: once the rate is measured, probe no faster than that.
+        window = self.window if self._settled and self.window is not None else 0.0
+        interval = max(PROBE_SECONDS, window) * 2 ** min(self._fails, PROBE_BACKOFF_MAX)
         if now - self._last_change < interval:
             return
         below = self.ceiling is not None and self.rate < self.ceiling
