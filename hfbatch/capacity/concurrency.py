@@ -11,13 +11,15 @@ a few rounds. One success above the ceiling proves nothing: our in-flight count 
 ahead of the provider's by the replies still on their way back. Until the
 first 429 the limit doubles every round from `SLOW_START` (slow start).
 
-Latency is the second signal: when the recent latency is `latency_tolerance` times
-its best level, the provider is queueing our requests rather than refusing them, and
-more places would only add waiting (and, with several providers, keep rows from one
-with room), so the limit stops growing. Slow start ends at a smaller rise, as in
-TCP's HyStart, since the limit doubles every round there, and by Little's law sets
-the limit to the level over the rise. Past slow start the limit is never cut for
-latency: outputs grow longer for reasons of their own.
+Delivery and latency are the second signal, for providers that queue our requests
+instead of refusing them. In slow start, a round that fails to raise the successes
+per second by `PLATEAU_GROWTH` holds the limit for one more round; if that one fails
+too the provider is full (as BBR leaves its startup) and slow start ends at the
+level where the rate last grew. Afterwards the limit stops probing upward while
+the average latency (over about `LATENCY_SAMPLES` successes) is `latency_tolerance`
+times its lowest: more places would only add waiting and, with several providers,
+hold rows back from one with room. The limit is never cut for latency, and single
+latencies are never compared: LLM outputs vary tenfold in length.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import time
+from collections.abc import Callable
 
 __all__ = ["ConcurrencyLimit"]
 
@@ -32,10 +36,10 @@ SLOW_START = 8  # places before anything is known
 PROBE_ROUNDS = 4  # rounds (successes = limit) at the ceiling before probing one place above it
 PROBE_BACKOFF_MAX = 3  # failed probes at one ceiling stretch the interval up to 2**3 times
 MAX_STEP = 8  # places added by one probe after a run of successful probes
-LATENCY_TOLERANCE = 2.0  # recent latency over the best: above this, no growth
-SLOW_START_EXIT = 1.5  # during slow start, a smaller rise ends it (HyStart): the queue grows fast there
-LATENCY_ALPHA = 0.05  # weight of one success in the latency average (about the last 20)
-FAST_ALPHA = 0.25  # the quick average slow start watches (about the last 4)
+LATENCY_TOLERANCE = 2.0  # average latency over its lowest: above this, no probing up
+LATENCY_SAMPLES = 100  # the average is over about this many successes (a plain mean until then)
+PLATEAU_GROWTH = 1.25  # a slow-start round must raise successes per second by this much, ...
+PLATEAU_ROUNDS = 2  # ... or, after this many such rounds in a row (the limit held for the second), slow start ends
 
 
 class ConcurrencyLimit:
@@ -43,11 +47,18 @@ class ConcurrencyLimit:
 
     __slots__ = (
         "_baseline",
+        "_best_level",
+        "_best_rate",
+        "_clock",
         "_count",
         "_ewma",
         "_fails",
-        "_fast",
+        "_flat_rounds",
         "_probe_level",
+        "_round_oks",
+        "_round_size",
+        "_round_start",
+        "_samples",
         "_slow_start",
         "_step",
         "_waiters",
@@ -67,6 +78,7 @@ class ConcurrencyLimit:
         ceiling: int | None = None,
         minimum: int = 1,
         latency_tolerance: float | None = LATENCY_TOLERANCE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if maximum < 1:
             raise ValueError(f"maximum must be at least 1, got {maximum}")
@@ -86,9 +98,16 @@ class ConcurrencyLimit:
         self._step = 1
         self._probe_level: int | None = None
         self._slow_start = self.ceiling is None
+        self._clock = clock
         self._ewma: float | None = None
-        self._fast: float | None = None
-        self._baseline: float | None = None
+        self._samples = 0
+        self._baseline: float | None = None  # the lowest average latency seen
+        self._round_start: float | None = None
+        self._round_oks = 0
+        self._round_size = self.limit
+        self._best_rate = 0.0
+        self._best_level = self.limit
+        self._flat_rounds = 0
 
     def _clamp(self, n: int) -> int:
         return max(self.minimum, min(self.maximum, n))
@@ -165,26 +184,19 @@ class ConcurrencyLimit:
             return  # the limit did not bind, so this says nothing about more places
         self._count += 1
         if self._probe_level is not None and self._count >= self._probe_level:
-            self._count = 0
-            if self._rising():
-                # A round at the probed limit only made requests wait longer: back to the ceiling.
-                self.limit = min(self.limit, self.ceiling if self.ceiling is not None else self.limit)
-                self._fails += 1
-                self._step = 1
-            else:
-                # A whole round at the probed limit, no 429 and no queueing: the cap is at least that.
-                self.ceiling = self._probe_level
-                self._step = min(self._step * 2, MAX_STEP)
-                self._fails = 0
+            # A whole round at the probed limit and no 429: the cap is at least that.
+            self.ceiling = self._probe_level
             self._probe_level = None
-        if self.limit >= self.maximum or self._probe_level is not None:
-            return
-        if self._slow_start and self._rising() and self._fast and self._baseline:
-            # Little's law: latency up r-fold at `level` in flight means about level / r are being served.
-            self._slow_start = False
-            self.ceiling = self._clamp(round(level * self._baseline / self._fast))
-            self.limit = min(self.limit, self.ceiling)
+            self._step = min(self._step * 2, MAX_STEP)
+            self._fails = 0
             self._count = 0
+        if self._slow_start:
+            if self._plateaued():
+                self._end_slow_start(self._best_level)
+                return
+            if self._flat_rounds:
+                return  # hold the limit for a round to see whether the rate really stopped growing
+        if self.limit >= self.maximum or self._probe_level is not None:
             return
         if self._queueing():
             return
@@ -219,7 +231,8 @@ class ConcurrencyLimit:
         self._step = 1
         self._probe_level = None
         self._count = 0
-        self._slow_start = False
+        if self._slow_start:
+            self._end_slow_start(self.limit)
 
     def restore(self, limit: int, ceiling: int | None) -> None:
         """Put back a limit and ceiling saved earlier (the caller found its cuts were not about places)."""
@@ -229,22 +242,38 @@ class ConcurrencyLimit:
         self._count = 0
         self._wake()
 
+    def _end_slow_start(self, level: int) -> None:
+        self._slow_start = False
+        self.ceiling = self._clamp(level) if self.ceiling is None else self.ceiling
+        self.limit = min(self.limit, self.ceiling)
+        self._count = 0
+
+    def _plateaued(self) -> bool:
+        """At the end of each slow-start round (as many successes as places), whether successes per second stalled."""
+        now = self._clock()
+        if self._round_start is None:
+            self._round_start, self._round_size = now, self.limit
+            return False
+        self._round_oks += 1
+        if self._round_oks < self._round_size or now <= self._round_start:
+            return False
+        rate = self._round_oks / (now - self._round_start)
+        self._round_start, self._round_oks, self._round_size = now, 0, self.limit
+        if rate >= PLATEAU_GROWTH * self._best_rate:
+            self._best_rate, self._best_level, self._flat_rounds = rate, self.limit, 0
+            return False
+        self._flat_rounds += 1
+        return self.latency_tolerance is not None and self._flat_rounds >= PLATEAU_ROUNDS
+
     def _observe_latency(self, latency: float) -> None:
         if not math.isfinite(latency) or latency <= 0:
             return
-        if self._ewma is None or self._fast is None or self._baseline is None:
-            self._ewma = self._fast = self._baseline = latency
-            return
-        self._ewma += LATENCY_ALPHA * (latency - self._ewma)
-        self._fast += FAST_ALPHA * (latency - self._fast)
-        # The lowest average, not the lowest sample: one short answer must not set the bar.
-        self._baseline = min(self._ewma, self._baseline)
+        self._samples += 1
+        weight = max(1.0 / self._samples, 1.0 / LATENCY_SAMPLES)
+        self._ewma = latency if self._ewma is None else self._ewma + weight * (latency - self._ewma)
+        if self._samples >= LATENCY_SAMPLES // 5:
+            self._baseline = self._ewma if self._baseline is None else min(self._baseline, self._ewma)
 
     def _queueing(self) -> bool:
         tol, ewma, base = self.latency_tolerance, self._ewma, self._baseline
         return tol is not None and ewma is not None and base is not None and ewma > tol * base
-
-    def _rising(self) -> bool:
-        fast, base = self._fast, self._baseline
-        on = self.latency_tolerance is not None
-        return on and fast is not None and base is not None and fast > SLOW_START_EXIT * base

@@ -72,8 +72,10 @@ class ModelProvider:
     """A provider with hidden limits: an in-flight cap (possibly changing) and/or a sliding window."""
 
     latency: float = 0.1
-    #: Latency is uniform in latency x [1 - jitter, 1 + jitter].
+    #: Latency is uniform in latency x [1 - jitter, 1 + jitter] ...
     jitter: float = 0.2
+    #: ... or, when this is set, lognormal with this sigma and mean `latency` (LLM outputs vary that much).
+    spread: float | None = None
     #: (from time, in-flight cap) steps, in time order; empty: no cap.
     caps: tuple[tuple[float, int], ...] = ()
     #: At most `window` accepted requests in any `window_seconds` (None: no window).
@@ -158,7 +160,10 @@ class _Provider:
             self.accepted.append(t)
         self.in_flight += 1
         try:
-            await asyncio.sleep(s.latency * (1.0 + s.jitter * (2.0 * self.rng.random() - 1.0)))
+            if s.spread is not None:
+                await asyncio.sleep(s.latency * self.rng.lognormvariate(-(s.spread**2) / 2.0, s.spread))
+            else:
+                await asyncio.sleep(s.latency * (1.0 + s.jitter * (2.0 * self.rng.random() - 1.0)))
         finally:
             self.in_flight -= 1
             if s.queue_over_cap:

@@ -90,7 +90,7 @@ class ProviderCapacity:
         ceiling = None if learned is None else learned.concurrency
         rate = None if learned is None else learned.rate
         token_rate = None if learned is None else learned.token_rate
-        concurrency = ConcurrencyLimit(max_concurrency, ceiling=ceiling)
+        concurrency = ConcurrencyLimit(max_concurrency, ceiling=ceiling, clock=clock)
         requests = RateLimit(maximum=None if rpm is None else rpm / 60.0, ceiling=rate, clock=clock)
         tokens = None
         if tpm is not None or token_rate is not None:

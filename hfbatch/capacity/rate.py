@@ -324,7 +324,12 @@ class RateLimit:
             return
         now = self._clock()
         reset = min(max(0.0, reset), self.max_pause)
-        later = 0 if sent_at is None else sum(1 for t in self._sends if t > sent_at)
+        later = 0
+        if sent_at is not None:
+            for t in reversed(self._sends):  # newest first: only what went after `sent_at`
+                if t <= sent_at:
+                    break
+                later += 1
         self._budget = float(remaining - later)
         self._budget_at = now
         self._budget_until = now + reset
