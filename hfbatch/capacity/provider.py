@@ -114,7 +114,9 @@ class ProviderCapacity:
 
     def has_room(self, cost: float = 0.0) -> bool:
         """True when `try_acquire` would succeed now."""
-        return self.concurrency.has_room() and self.delay_until_ready(cost) <= 0
+        if not (self.concurrency.has_room() and self.requests.ready()):
+            return False
+        return self.tokens is None or cost <= 0 or self.tokens.ready()
 
     def try_acquire(self, cost: float = 0.0) -> Slot | None:
         """A slot if a place is free and the paces allow a send now, else None (nothing taken)."""
@@ -202,7 +204,7 @@ class ProviderCapacity:
             self.tokens.on_rate_limited(retry_after, sent_at=slot.sent_at)
         else:
             if self._saved is not None:
-                # The episode reached a lone request: its cuts were never about places.
+                # The episode's refusals were about the pace after all: its cuts were never about places.
                 self.concurrency.restore(*self._saved)
                 self._saved = None
             self.requests.on_rate_limited(retry_after, sent_at=slot.sent_at)
@@ -281,8 +283,7 @@ async def acquire_any(capacities: Sequence[ProviderCapacity], cost: float = 0.0)
         slot = cap.try_acquire(cost)
         if slot is not None:
             return i, slot
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[int] = loop.create_future()
+    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     roomy = [i for i, cap in enumerate(capacities) if cap.concurrency.has_room()]
     paced = min(roomy, key=lambda i: capacities[i].delay_until_ready(cost), default=-1)
     held = False
@@ -298,21 +299,25 @@ async def acquire_any(capacities: Sequence[ProviderCapacity], cost: float = 0.0)
     try:
         won = await fut
     except asyncio.CancelledError:
-        if fut.done() and not fut.cancelled():
-            if fut.result() == paced:
-                capacities[paced].requests._unbook()  # the turn came just as we were cancelled
-            else:
-                capacities[fut.result()].concurrency.release()
+        _settle(capacities, fut, paced, keep=False)
         raise
-    finally:
-        for i, cap in enumerate(capacities):
-            if i != paced:
-                cap.concurrency._leave(fut)
-        if paced >= 0:
-            capacities[paced].requests._leave(fut)
-            if not (fut.done() and not fut.cancelled() and fut.result() == paced):
-                capacities[paced]._pacing -= 1
-                capacities[paced].concurrency.release()
-    if won == paced:
-        return won, await capacities[won]._paced_slot(cost, paced=held)
-    return won, await capacities[won]._paced_slot(cost)
+    _settle(capacities, fut, paced, keep=True)
+    return won, await capacities[won]._paced_slot(cost, paced=held if won == paced else None)
+
+
+def _settle(capacities: Sequence[ProviderCapacity], fut: asyncio.Future[int], paced: int, *, keep: bool) -> None:
+    """Leave every queue `fut` waits in; give back what it holds, except what it won if `keep`."""
+    won = fut.result() if fut.done() and not fut.cancelled() else None
+    for i, cap in enumerate(capacities):
+        if i != paced:
+            cap.concurrency._leave(fut)
+    if paced >= 0:
+        cap = capacities[paced]
+        cap.requests._leave(fut)
+        if won == paced and not keep:
+            cap.requests._unbook()  # the turn came just as we were cancelled
+        if won != paced or not keep:
+            cap._pacing -= 1  # the place held for the pace goes back
+            cap.concurrency.release()
+    if won is not None and won != paced and not keep:
+        capacities[won].concurrency.release()  # a place came just as we were cancelled

@@ -143,8 +143,12 @@ class RateLimit:
             return False
         return self._budget + self._refill * (now - self._budget_at) < 1.0
 
+    def ready(self) -> bool:
+        """True when `try_acquire` would take the turn now."""
+        return not self._waiters and self._ready_at() <= self._clock()
+
     def delay_until_ready(self) -> float:
-        """Seconds until a unit may go (0: now)."""
+        """Seconds until a unit may go (0: now), callers already queued in `wait` aside."""
         return max(0.0, self._ready_at() - self._clock())
 
     def try_acquire(self, cost: float = 1.0) -> bool:
