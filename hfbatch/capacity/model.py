@@ -151,7 +151,8 @@ class _Provider:
 
     async def handle(self, now: Callable[[], float]) -> _Reply:
         s = self.spec
-        await asyncio.sleep(s.transit)
+        if s.transit:
+            await asyncio.sleep(s.transit)
         cap = s.cap_at(now())
         if cap is not None and self.in_flight >= cap:
             if not s.queue_over_cap:
@@ -182,7 +183,8 @@ class _Provider:
                 async with self.freed:
                     self.freed.notify()
         hint = self._hint(now())
-        await asyncio.sleep(s.transit)
+        if s.transit:
+            await asyncio.sleep(s.transit)
         return _Reply(True, hint=hint)
 
 

@@ -179,7 +179,7 @@ class ProviderCapacity:
         self._accepted.append((slot.sent_at, slot.level))
         while self._accepted and self._accepted[0][0] < now - 2.0 * self._recent():
             self._accepted.popleft()
-        if self._streak_since is not None and slot.sent_at >= self._streak_since:
+        if self._streak_since is not None and slot.sent_at > self._streak_since:
             self._streak_since = None
             self._rounds = 0
             self._saved = None

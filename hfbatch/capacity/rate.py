@@ -263,7 +263,7 @@ class RateLimit:
         """A request (costing `cost` units) sent at `sent_at` was accepted."""
         now = self._clock()
         self._total_accepted += cost
-        if self._streak_since is not None and (sent_at is None or sent_at >= self._streak_since):
+        if self._streak_since is not None and (sent_at is None or sent_at > self._streak_since):
             self._end_episode(now if sent_at is None else sent_at, cost)
         elif self._streak_since is None:
             self._maybe_probe(now)
