@@ -2,8 +2,8 @@
 
 A 429 rarely says which limit it hit. It blames the request pace when the headers
 say the request budget is spent, when nothing else of ours was in flight (a cap
-below one is not a cap), when the pace had held the request back while places
-were free, or when the provider had just taken a request sent at a clearly higher
+below one is not a cap), when a pace was in force and places were to spare (a
+cap refuses at the limit: we refill up to it), or when the provider had just taken a request sent at a clearly higher
 level (within `RECENT_LATENCIES` latencies): it holds that many at once. Otherwise
 it blames places: the limit drops to the in-flight level less one. If the next
 round of requests, sent after that cut, is refused too, the provider is held
@@ -230,8 +230,8 @@ class ProviderCapacity:
             return Blame.REQUESTS
         if slot.level <= self.concurrency.minimum:
             return Blame.REQUESTS
-        if slot.paced and slot.level < slot.limit:
-            return Blame.REQUESTS
+        if (slot.paced or self.requests.rate is not None) and slot.level < slot.limit:
+            return Blame.REQUESTS  # a pace is in force and places were to spare
         if slot.level < self._recent_level(slot.sent_at) - max(1, slot.level // 10):
             return Blame.REQUESTS
         return Blame.CONCURRENCY
