@@ -774,3 +774,16 @@ def test_a_warm_start_skips_the_opening_429s() -> None:
     warm = run_scenario(SCENARIOS["cap16-warm"], duration=5.0)
     assert warm.rate_limited < cold.rate_limited
     assert warm.successes >= cold.successes
+
+
+def test_token_budget_from_headers_counts_tokens_sent_since() -> None:
+    """1000 tokens left on a reply to a request before 700 more were booked: 300 may go, then nothing."""
+    clock = Clock()
+    tokens = RateLimit(learn=False, clock=clock)
+    first = clock.now
+    assert tokens.try_acquire(100)
+    clock.advance(0.01)
+    assert tokens.try_acquire(700)
+    tokens.apply_hint(limit=None, remaining=1000, reset=60.0, sent_at=first)
+    assert tokens.try_acquire(300)
+    assert not tokens.try_acquire(400)

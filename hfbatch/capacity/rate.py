@@ -91,7 +91,7 @@ class RateLimit:
         self._budget_until = -math.inf
         self._budget_at = -math.inf
         self._refill = 0.0
-        self._sends: collections.deque[float] = collections.deque()  # send times, for the last window
+        self._sends: collections.deque[tuple[float, float]] = collections.deque()  # (send time, cost)
         self._refused: collections.deque[float] = collections.deque()  # send times of refused requests
         self._total_accepted = 0.0
         self._first_send: float | None = None
@@ -221,8 +221,8 @@ class RateLimit:
     def _book(self, start: float, cost: float) -> None:
         if self._first_send is None:
             self._first_send = start
-        self._sends.append(start)
-        while self._sends and self._sends[0] < start - MAX_WINDOW:
+        self._sends.append((start, cost))
+        while self._sends and self._sends[0][0] < start - MAX_WINDOW:
             self._sends.popleft()
         if self._budget is not None:
             self._budget -= cost
@@ -322,18 +322,19 @@ class RateLimit:
         As OpenAI and Anthropic describe it, the budget refills steadily, at
         (limit - remaining) / reset; with no limit given it comes back at the reset.
         `sent_at` is when that reply's request went: what we sent after it is not in
-        the provider's count yet, so it comes off the budget here.
+        the provider's count yet, so it comes off the budget here. A send may go while
+        at least one unit is left, whatever it costs.
         """
         if remaining is None or reset is None:
             return
         now = self._clock()
         reset = min(max(0.0, reset), self.max_pause)
-        later = 0
+        later = 0.0
         if sent_at is not None:
-            for t in reversed(self._sends):  # newest first: only what went after `sent_at`
+            for t, cost in reversed(self._sends):  # newest first: only what went after `sent_at`
                 if t <= sent_at:
                     break
-                later += 1
+                later += cost
         self._budget = float(remaining - later)
         self._budget_at = now
         self._budget_until = now + reset
@@ -349,8 +350,8 @@ class RateLimit:
         start = max(now - span, self._first_send if self._first_send is not None else now)
         if now - start < MIN_MEASURE:
             return None
-        sent = sum(1 for t in self._sends if t >= start)
-        refused = sum(1 for t in self._refused if t >= start)
+        sent = sum(c for t, c in self._sends if t >= start)
+        refused = sum(1 for t in self._refused if t >= start)  # requests: only the request pace learns
         return max(0, sent - refused) / (now - start)
 
     def _cut(self, now: float) -> None:
