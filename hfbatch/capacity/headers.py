@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hfbatch.retry import parse_retry_after
+from hfbatch.http_errors import parse_retry_after
 
 __all__ = ["RateHint", "parse_duration", "parse_ratelimit_headers"]
 
