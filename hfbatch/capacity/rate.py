@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Callable
 
-from hfbatch import _constants as C
+from hfbatch import defaults
 
 __all__ = ["RateLimit"]
 
@@ -61,7 +61,7 @@ class RateLimit:
         burst: float = 1.0,
         minimum: float = MIN_RATE,
         learn: bool = True,
-        max_pause: float = C.MAX_RETRY_AFTER,
+        max_pause: float = defaults.MAX_RETRY_AFTER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if maximum is not None and not maximum > 0:
