@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,19 @@ from hfbatch.outputs import OutputFiles
 from hfbatch.outputs import parquet_file as parquet_file_module
 from hfbatch.outputs.parquet import ParquetFormat
 from hfbatch.outputs.parquet_file import merge, read_records
-from hfbatch.outputs.parquet_types import OWN_COLUMNS, STRING_LIST, to_arrow
+from hfbatch.outputs.parquet_types import (
+    FLOAT64,
+    INT64,
+    OWN_COLUMNS,
+    STRING,
+    STRING_LIST,
+    column_kinds,
+    id_kinds,
+    id_type,
+    kept_type,
+    own_type,
+    to_arrow,
+)
 from hfbatch.runner import run_job
 from hfbatch.sim import SimServer
 from tests.helpers import MODEL
@@ -95,6 +108,38 @@ def assert_resumes_exactly(out: Path, ids: list[Any]) -> None:
     twins = [twin(i) for i in ids]
     assert not any(t in done for t in twins if t is not None and t not in ids)
     assert sorted(map(repr, ParquetFormat().existing_ids(out))) == sorted(map(repr, ids))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param([None, None], "string", id="all-null"),
+        pytest.param([True, None, False], "bool", id="bools"),
+        pytest.param([1, -(2**63), 2**63 - 1], "int64", id="int64-range"),
+        pytest.param([1, 2.5], "float64", id="ints-and-floats"),
+        pytest.param([2**53 + 1, 2.5], "json", id="int-past-2**53-beside-a-float"),
+        pytest.param([2**63], "json", id="int-past-int64"),
+        pytest.param(["a", None], "string", id="strings"),
+        pytest.param([True, 1], "json", id="bool-and-int"),
+        pytest.param([["a"]], "json", id="list"),
+        pytest.param([{"a": 1}], "json", id="object"),
+    ],
+)
+def test_kept_column_rules(values: list[Any], expected: str) -> None:
+    """The narrowest type that holds every value, JSON text when none does."""
+    assert kept_type(column_kinds(values)).name == expected
+
+
+def test_own_and_id_column_rules() -> None:
+    """Own columns keep their declared type while values fit; ids are int64, string or JSON text."""
+    assert own_type(INT64, column_kinds([None])).name == "int64"
+    assert own_type(INT64, column_kinds([3.5])).name == "float64"
+    assert own_type(FLOAT64, column_kinds([1, 2.5])).name == "float64"
+    assert own_type(STRING, column_kinds([1])).name == "json"
+    assert id_type(id_kinds([1, 2**63 - 1])).name == "int64"
+    assert id_type(id_kinds(["a", "é"])).name == "string"
+    for mixed in ([1, "1"], [2**63], ["a" + LONE]):
+        assert id_type(id_kinds(mixed)).name == "json"
 
 
 def test_token_counts_null_for_10001_rows_then_ints(tmp_path: Path) -> None:
@@ -292,6 +337,24 @@ def test_a_value_that_cannot_be_written_keeps_the_journal_and_names_the_column_a
     assert "\n" not in message and "'k'" in message and "id 3" in message and str(journal) in message
     assert out.read_bytes() == before and journal.exists()
     assert not out.with_name(out.name + ".tmp").exists()
+
+
+def test_a_failed_write_keeps_the_journal_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the rename: one line naming the journal, which stays; no temporary file is left."""
+    out = tmp_path / "out.parquet"
+    journal = leave_journal(out, [own(1), own(2)])
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(UsageError, match="No space left on device") as err:
+        merge(out, journal)
+    assert str(journal) in str(err.value) and "\n" not in str(err.value)
+    assert journal.exists() and not out.exists() and not out.with_name(out.name + ".tmp").exists()
+    monkeypatch.undo()
+    merge(out, journal)
+    assert [r["id"] for r in read_records(out)] == [1, 2] and not journal.exists()
 
 
 # Values as a JSON journal can hold them, surrogates and ints past int64 included.

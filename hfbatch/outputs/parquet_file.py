@@ -1,11 +1,12 @@
 """Writing a Parquet output from its journal, and reading its ids and records back exactly.
 
 `merge` chooses every column's type from every value first (`parquet_types`), since a Parquet
-column has one type: a first pass reads the old file's ids and schema (and its integer
-columns' ranges) and the journal, keeping per column the few kinds of value seen. A second
-pass writes the old file's rows (converted where a column widened), then the journal's rows
-not already in it, `CHUNK` at a time, to a temporary file that is fsynced and renamed over the
-output; only then is the journal deleted. Memory holds one chunk, the kinds and the old ids.
+column has one type: a first pass reads the old file's ids, schema and statistics (which give
+its integer columns' ranges and its all-null columns) and the journal, keeping per column the
+few kinds of value seen. A second pass writes the old file's rows (converted where a column
+widened), then the journal's rows not already in it, `CHUNK` at a time, to a temporary file
+that is fsynced and renamed over the output; only then is the journal deleted. Memory holds
+one chunk, the kinds and the old file's ids.
 
 The first pass also writes as it goes, with the types seen so far, and stops writing when a
 later row widens one of them; when none did (the usual case) the file is whole after one
@@ -18,6 +19,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +33,15 @@ from hfbatch.outputs.parquet_types import (
     ID_ENCODING,
     JSON_COLUMNS,
     OWN_COLUMNS,
-    SIMPLE_KINDS,
     ColumnType,
     arrow_kinds,
+    column_kinds,
     convert,
-    id_kind,
+    id_kinds,
     id_type,
     kept_type,
     own_type,
     to_arrow,
-    value_kind,
 )
 
 __all__ = ["CHUNK", "merge", "read_ids", "read_records"]
@@ -59,21 +60,14 @@ class _Survey:
     old_ids: IdSet = field(default_factory=IdSet)
     new_rows: int = 0
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        """Note the kinds of every value of new journal rows."""
-        kinds, simple = self.kinds, SIMPLE_KINDS.get
-        for record in rows:
-            row_id = record["id"]
-            # The loop below gives a string id the kind "str"; only a non-ASCII one can be more.
-            if type(row_id) is str and not row_id.isascii():
-                kinds["id"].add(id_kind(row_id))
-            # The hot loop of the merge: one dict lookup per value for all but ints and lists.
-            for key, value in record.items():
-                seen = kinds.get(key)
-                if seen is None:
-                    seen = kinds[key] = set()
-                seen.add(simple(type(value)) or value_kind(value))
-        self.new_rows += len(rows)
+    def add(self, chunk: _Chunk) -> None:
+        """Note the kinds of every value of a chunk of new journal rows."""
+        for name, values in chunk.columns.items():
+            seen = self.kinds.get(name)
+            if seen is None:
+                seen = self.kinds[name] = set()
+            seen.update(id_kinds(values) if name == "id" else column_kinds(values))
+        self.new_rows += len(chunk.rows)
 
     def types(self) -> dict[str, ColumnType]:
         """Each column's type, in column order."""
@@ -91,10 +85,10 @@ class _Survey:
 def merge(output: Path, journal: Path, *, chunk: int = CHUNK) -> None:
     """Write the old output's rows and the journal's new ones to a new file, atomically; then drop the journal."""
     survey = _Survey()
-    if output.exists():
-        _survey_old(output, survey)
     tmp = output.with_name(output.name + ".tmp")
     try:
+        if output.exists():
+            _survey_old(output, survey)
         whole = _first_pass(output, journal, tmp, survey, chunk)
         if not survey.new_rows:
             # Every journal record is already in the file (a crash came after the rename): nothing to add.
@@ -105,6 +99,11 @@ def merge(output: Path, journal: Path, *, chunk: int = CHUNK) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, output)
+    except (OSError, pa.ArrowException) as exc:  # a full disk, a file gone bad since the run began
+        raise UsageError(
+            f"{output}: cannot write the Parquet file ({_one_line(exc)}); the results are safe in {journal}: "
+            "fix the cause and rerun the same command to write it"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     journal.unlink()
@@ -115,17 +114,18 @@ def _first_pass(output: Path, journal: Path, tmp: Path, survey: _Survey, chunk: 
     writer: _Writer | None = None
     whole = True
     try:
-        for rows in _new_chunks(journal, survey.old_ids, chunk):
-            survey.add(rows)
+        for part in _new_chunks(journal, survey.old_ids, chunk):
+            survey.add(part)
             if not whole:
                 continue
             types = survey.types()
             if writer is None:
                 writer = _Writer(output, journal, tmp, types, survey.old_json)
             elif types != writer.types:
+                # A column widened after rows went out with its narrower type: the second pass writes again.
                 whole = False
                 continue
-            writer.add(rows)
+            writer.add(part)
     finally:
         if writer is not None:
             writer.close()
@@ -136,8 +136,8 @@ def _second_pass(output: Path, journal: Path, tmp: Path, survey: _Survey, chunk:
     """Write the file again with the final types."""
     writer = _Writer(output, journal, tmp, survey.types(), survey.old_json)
     try:
-        for rows in _new_chunks(journal, survey.old_ids, chunk):
-            writer.add(rows)
+        for part in _new_chunks(journal, survey.old_ids, chunk):
+            writer.add(part)
     finally:
         writer.close()
 
@@ -213,18 +213,31 @@ def _journal_records(journal: Path) -> Iterator[dict[str, Any]]:
             raise UsageError(f"{journal}: line {number} is not a result record; move the line away and rerun")
 
 
-def _new_chunks(journal: Path, old_ids: IdSet, chunk: int) -> Iterator[list[dict[str, Any]]]:
-    """The journal's records not already in the old file, `chunk` at a time."""
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """Journal records, and each column's values in them (None where a record lacks the column)."""
+
+    rows: list[dict[str, Any]]
+    columns: dict[str, list[Any]]
+
+
+def _new_chunks(journal: Path, old_ids: IdSet, size: int) -> Iterator[_Chunk]:
+    """The journal's records not already in the old file, `size` at a time."""
     rows: list[dict[str, Any]] = []
     for record in _journal_records(journal):
         if record["id"] in old_ids:
             continue
         rows.append(record)
-        if len(rows) >= chunk:
-            yield rows
+        if len(rows) >= size:
+            yield _chunk(rows)
             rows = []
     if rows:
-        yield rows
+        yield _chunk(rows)
+
+
+def _chunk(rows: list[dict[str, Any]]) -> _Chunk:
+    names = dict.fromkeys(chain.from_iterable(rows))  # in order of first appearance
+    return _Chunk(rows, {name: [r.get(name) for r in rows] for name in names})
 
 
 class _Writer:
@@ -245,9 +258,9 @@ class _Writer:
             self._file.close()
             raise
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
+    def add(self, chunk: _Chunk) -> None:
         """Write journal records."""
-        self._file.write_batch(_new_batch(self.output, self.journal, rows, self.types, self.schema))
+        self._file.write_batch(_new_batch(self.output, self.journal, chunk, self.types, self.schema))
 
     def close(self) -> None:
         """Finish the file."""
@@ -283,15 +296,18 @@ def _old_batch(
 
 
 def _new_batch(
-    output: Path, journal: Path, rows: list[dict[str, Any]], types: dict[str, ColumnType], schema: pa.Schema
+    output: Path, journal: Path, chunk: _Chunk, types: dict[str, ColumnType], schema: pa.Schema
 ) -> pa.RecordBatch:
     arrays = []
     for name, ctype in types.items():
-        values = [r.get(name) for r in rows]
+        values = chunk.columns.get(name)
+        if values is None:
+            arrays.append(pa.nulls(len(chunk.rows), ctype.arrow))
+            continue
         try:
             arrays.append(to_arrow(values, ctype, exact=name == "id"))
         except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
-            row_id = rows[_culprit(values, ctype, exact=name == "id")]["id"]
+            row_id = chunk.rows[_culprit(values, ctype, exact=name == "id")]["id"]
             raise UsageError(
                 f"{output}: cannot write column {name!r} as {ctype.name} at id {row_id!r} ({_one_line(exc)}); "
                 f"the results are safe in {journal}"

@@ -1,8 +1,9 @@
 """The Parquet type of each output column, chosen so that any mix of values a run produced can be written.
 
-hfbatch's own columns have fixed types (`OWN_COLUMNS`). Every other column (an input column
-the user kept, or an own-looking column this table does not know yet) gets the narrowest type
-that holds every value it has, in the old file and in the journal:
+hfbatch's own columns have fixed types (`OWN_COLUMNS`), widened as below only if a value does
+not fit them. Every other column (an input column the user kept, or an own-looking column the
+table does not know yet) gets the narrowest type that holds every value it has, in the old
+file and in the journal:
 
 | values (nulls aside) | column |
 | --- | --- |
@@ -21,9 +22,10 @@ columns are named in the file's metadata (`JSON_COLUMNS`, `ID_ENCODING`), so rea
 A lone UTF-16 surrogate (JSON allows `"\\udc80"`, UTF-8 cannot carry it) becomes U+FFFD in every
 value, JSON text included; only ids keep it (as a JSON escape), so that a resume finds them.
 
-Types only widen: a column that was JSON text stays JSON text. Choosing a type needs only the
-small set of *kinds* each column has shown (`value_kind`), so a first pass over millions of rows
-keeps a few strings per column; the second pass converts chunk by chunk (`to_arrow`, `convert`).
+Types only widen: a column that was JSON text stays JSON text, and an integer once in a float64
+column stays a float. Choosing a type needs only the small set of *kinds* of value each column
+has shown (`column_kinds`), so a survey of millions of rows keeps a few strings per column;
+values are then converted chunk by chunk (`to_arrow`, and `convert` for the old file's columns).
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ __all__ = [
     "JSON_COLUMNS",
     "JSON_TEXT",
     "OWN_COLUMNS",
-    "SIMPLE_KINDS",
     "STRING",
     "STRING_LIST",
     "ColumnType",
     "arrow_kinds",
+    "column_kinds",
     "convert",
-    "id_kind",
+    "id_kinds",
     "id_text",
     "id_type",
     "json_text",
@@ -80,8 +82,8 @@ OTHER_K = "other"  # anything else Arrow gave back from an old file (dates, byte
 
 _EXACT = 2**53
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-#: The kind of a value of each type that needs no closer look (the first pass reads it inline).
-SIMPLE_KINDS: dict[type, str] = {str: STR_K, type(None): NULL_K, float: FLOAT_K, bool: BOOL_K, dict: NESTED_K}
+#: The kind of a value of each type that needs no closer look.
+_SIMPLE_KINDS: dict[type, str] = {str: STR_K, type(None): NULL_K, float: FLOAT_K, bool: BOOL_K, dict: NESTED_K}
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ OWN_COLUMNS: dict[str, ColumnType] = {
 
 
 def value_kind(value: Any) -> str:
-    """The kind of a value (of a column other than the id)."""
+    """The kind of one value (of a column other than the id)."""
     t = type(value)
     if t is int:
         if -_EXACT <= value <= _EXACT:
@@ -128,14 +130,31 @@ def value_kind(value: Any) -> str:
         return WIDE_K if _I64_MIN <= value <= _I64_MAX else HUGE_K
     if t is list:
         return STR_LIST_K if all(type(x) is str or x is None for x in value) else NESTED_K
-    return SIMPLE_KINDS.get(t, OTHER_K)
+    return _SIMPLE_KINDS.get(t, OTHER_K)
 
 
-def id_kind(value: Any) -> str:
-    """The kind of an id: integers by range, strings by whether UTF-8 can carry them."""
-    if type(value) is str:
-        return STR_K if value.isascii() or _utf8_safe(value) else BAD_STR_K
-    return value_kind(value)
+def column_kinds(values: list[Any]) -> set[str]:
+    """The kinds of a column's values, in C loops where their types allow."""
+    types = set(map(type, values))
+    kinds = {_SIMPLE_KINDS.get(t, OTHER_K) for t in types if t is not int and t is not list}
+    if int in types:
+        # Each integer type holds an interval around 0, so the extremes decide which can hold them all.
+        ints = values if len(types) == 1 else [v for v in values if type(v) is int]
+        kinds.update((value_kind(min(ints)), value_kind(max(ints))))
+    if list in types:
+        kinds.update(value_kind(v) for v in values if type(v) is list)
+    return kinds
+
+
+def id_kinds(values: list[Any]) -> set[str]:
+    """The kinds of a chunk of ids: as values, and "bad_str" when a string id is one UTF-8 cannot carry."""
+    kinds = column_kinds(values)
+    if STR_K in kinds:
+        # Joined, since a string UTF-8 cannot carry makes any string holding it one too.
+        text = "".join(v for v in values if type(v) is str)
+        if not (text.isascii() or _utf8_safe(text)):
+            kinds.add(BAD_STR_K)
+    return kinds
 
 
 def kept_type(kinds: Iterable[str]) -> ColumnType:
