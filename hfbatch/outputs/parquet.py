@@ -1,16 +1,16 @@
 """Parquet output: a JSONL journal beside the file during a run, merged into the Parquet file at its end.
 
-Resume invariant: an id is finished when it is in the Parquet file's `id` column or in a
-whole line of `<output>.journal.jsonl` (hfbatch records, `id` first, as for JSONL). The
-merge writes a temporary file, fsyncs it and renames it over the output, then deletes the
-journal, so a crash at any point leaves either the old file plus the journal or the new
-file (whose ids the journal repeats, and the merge skips).
+Resume invariant: an id is finished when it is in the Parquet file's `id` column (decoded from
+JSON text when the file's metadata says so: `parquet_types`) or in a whole line of
+`<output>.journal.jsonl` (hfbatch records, `id` first, as for JSONL). The merge
+(`parquet_file.merge`) writes a temporary file, fsyncs it and renames it over the output,
+then deletes the journal, so a crash at any point leaves either the old file plus the
+journal or the new file (whose ids the journal repeats, and the merge skips). Column types
+are chosen from every value, so the merge of a run that paid always has a file to write.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,8 +19,6 @@ from hfbatch.errors import UsageError
 from hfbatch.outputs.jsonl import JournalFormat
 
 __all__ = ["ParquetFormat"]
-
-_PARQUET_CHUNK = 10_000
 
 
 class ParquetFormat(JournalFormat):
@@ -34,15 +32,14 @@ class ParquetFormat(JournalFormat):
         return output.with_name(output.name + ".journal.jsonl")
 
     def existing_ids(self, output: Path) -> Iterator[Any]:
-        """The ids already in the Parquet file."""
+        """The ids already in the Parquet file, exactly as the runs that wrote them had them."""
         if not output.exists():
             return
-        import pyarrow.parquet as pq
+        # pyarrow is imported only when a Parquet output is used, so `hfbatch --help` stays fast.
+        from hfbatch.outputs.parquet_file import read_ids
 
         try:
-            pf = pq.ParquetFile(output)
-            for batch in pf.iter_batches(batch_size=65_536, columns=["id"]):
-                yield from batch.column(0).to_pylist()
+            yield from read_ids(output)
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
             raise UsageError(
                 f"{output}: the existing output is not a readable Parquet file ({exc}); move it away or use --restart"
@@ -51,60 +48,6 @@ class ParquetFormat(JournalFormat):
     def finalize(self, output: Path, journal: Path) -> None:
         """Merge the existing Parquet output and the journal into a new file, atomically."""
         if journal.exists():
-            _write_parquet(output, journal)
+            from hfbatch.outputs.parquet_file import merge
 
-
-def _journal_chunks(path: Path, skip: set[Any]) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            if record["id"] in skip:
-                continue
-            chunk.append(record)
-            if len(chunk) >= _PARQUET_CHUNK:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
-
-
-def _write_parquet(output: Path, journal: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tmp = output.with_name(output.name + ".tmp")
-    writer: Any = None
-    existing: set[Any] = set()
-    try:
-        if output.exists():
-            old = pq.ParquetFile(output)
-            writer = pq.ParquetWriter(tmp, old.schema_arrow)
-            for batch in old.iter_batches(batch_size=65_536):
-                existing.update(batch.column("id").to_pylist())
-                writer.write_batch(batch)
-        for chunk in _journal_chunks(journal, existing):
-            if writer is None:
-                table = pa.Table.from_pylist(chunk)
-                writer = pq.ParquetWriter(tmp, table.schema)
-            else:
-                table = pa.Table.from_pylist(chunk, schema=writer.schema)
-            writer.write_table(table)
-        if writer is None:
-            return
-        writer.close()
-        writer = None
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-        journal.unlink()
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise UsageError(
-            f"{output}: cannot write Parquet ({exc}); the results are safe in {journal}. "
-            "A column whose type changes between rows cannot be one Parquet column: use a .jsonl output"
-        ) from None
-    finally:
-        if writer is not None:
-            writer.close()
-        if tmp.exists():
-            tmp.unlink()
+            merge(output, journal)
