@@ -278,8 +278,11 @@ class _Run:
 
     async def _process(self, row: Row) -> None:
         try:
-            messages = self.api.prepare_messages(
-                row.messages, max_input_length=self.spec.max_input_length or None, media=row.images or None
+            messages = await self.api.prepare_messages(
+                row.messages,
+                max_input_length=self.spec.max_input_length or None,
+                media=row.images or None,
+                local_images=self.spec.allow_local_images,
             )
         except UsageError as exc:
             self._bad(row.index, f"row {row.index}", row.id, str(exc))
