@@ -123,7 +123,12 @@ def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: 
 @click.argument("prompt")
 @click.option("--system", default=None, help="System prompt.")
 @click.option("--max-tokens", type=int, default=defaults.DEFAULT_MAX_TOKENS, show_default=True)
-@click.option("--image", "images", multiple=True, help="Image file, URL or data URI (repeatable).")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    help="Image file, URL or data URI (repeatable); a file named here is read, and no other.",
+)
 @click.option(
     "--timeout", type=float, default=defaults.DEFAULT_TIMEOUT, show_default=True, help="Deadline per attempt, s."
 )
@@ -140,6 +145,7 @@ def chat(
     api_key_env: str | None,
 ) -> None:
     """Stream one answer from MODEL to PROMPT on stdout."""
+    from hfbatch.media import LocalImages
     from hfbatch.wire import ChatResult
 
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
@@ -147,7 +153,14 @@ def chat(
     async def go() -> ChatResult | None:
         async with _api(api_base, hub_url, api_key_env, timeout=timeout) as api:
             result = None
-            gen = api.create_async_generator(model, messages, max_tokens=max_tokens, media=list(images) or None)
+            # The user typed these paths: each is allowed, exactly (not its folder), still only if an image.
+            gen = api.create_async_generator(
+                model,
+                messages,
+                max_tokens=max_tokens,
+                media=list(images) or None,
+                local_images=LocalImages.named(images),
+            )
             async for item in gen:
                 if isinstance(item, str):
                     click.echo(item, nl=False)

@@ -31,7 +31,8 @@ from hfbatch.errors import (
 from hfbatch.failover import BasicScheduler, Scheduler, call_with_failover
 from hfbatch.http_errors import error_for_status, map_transport_errors
 from hfbatch.hub import HubClient, ProviderMapping
-from hfbatch.messages import MediaItem, Message, attach_media, calculate_length, trim_messages
+from hfbatch.media import LocalAccess, MediaItem, image_urls
+from hfbatch.messages import Message, attach_images, calculate_length, trim_messages
 from hfbatch.retry import RetryPolicy, env_time_scale
 from hfbatch.sse import SSEDecoder
 from hfbatch.version import user_agent
@@ -295,16 +296,21 @@ class HuggingFaceAPI:
 
     # -- requests with fail-over -----------------------------------------------------------
 
-    def prepare_messages(
+    async def prepare_messages(
         self,
         messages: Sequence[Message],
         *,
         max_input_length: int | None = defaults.DEFAULT_MAX_INPUT_LENGTH,
         media: Sequence[MediaItem] | None = None,
+        local_images: LocalAccess = None,
     ) -> list[Message]:
-        """Trim to `max_input_length` and attach media; the caller's list is not changed."""
+        """Trim to `max_input_length` and attach media; the caller's list is not changed.
+
+        Local files are read, off the event loop, only where `local_images` allows (a folder or a
+        `LocalImages`; by default nowhere). Raises InputError for an image that may not be sent.
+        """
         out = trim_messages(messages, max_input_length) if max_input_length else list(messages)
-        return attach_media(out, media) if media else out
+        return attach_images(out, await image_urls(media, local_images)) if media else out
 
     async def chat(
         self,
@@ -315,14 +321,21 @@ class HuggingFaceAPI:
         max_tokens: int | None = defaults.DEFAULT_MAX_TOKENS,
         max_input_length: int | None = defaults.DEFAULT_MAX_INPUT_LENGTH,
         media: Sequence[MediaItem] | None = None,
+        local_images: LocalAccess = None,
         providers: Sequence[str] | None = None,
         **params: Any,
     ) -> ChatResult:
-        """The whole reply (text, finish reason, usage, provider, attempts), failing over as needed."""
+        """The whole reply (text, finish reason, usage, provider, attempts), failing over as needed.
+
+        `media` are images for the last message; local files among them are read only where
+        `local_images` allows (see `prepare_messages`).
+        """
         self._require_token(api_key)
         model = self.get_model(model or (self.default_vision_model if media else ""))
+        prepared = await self.prepare_messages(
+            messages, max_input_length=max_input_length, media=media, local_images=local_images
+        )
         order = list(providers) if providers else await self.providers_for(model, api_key)
-        prepared = self.prepare_messages(messages, max_input_length=max_input_length, media=media)
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
 
@@ -339,6 +352,7 @@ class HuggingFaceAPI:
         max_tokens: int | None = defaults.DEFAULT_MAX_TOKENS,
         max_input_length: int | None = defaults.DEFAULT_MAX_INPUT_LENGTH,
         media: Sequence[MediaItem] | None = None,
+        local_images: LocalAccess = None,
         **params: Any,
     ) -> AsyncGenerator[str | ChatResult, None]:
         """Stream the reply's text, failing over between providers until text starts; last, the ChatResult.
@@ -347,8 +361,10 @@ class HuggingFaceAPI:
         """
         self._require_token(api_key)
         model = self.get_model(model or (self.default_vision_model if media else ""))
+        prepared = await self.prepare_messages(
+            messages, max_input_length=max_input_length, media=media, local_images=local_images
+        )
         order = await self.providers_for(model, api_key)
-        prepared = self.prepare_messages(messages, max_input_length=max_input_length, media=media)
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         queue: asyncio.Queue[str | ChatResult | None] = asyncio.Queue()

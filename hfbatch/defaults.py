@@ -12,6 +12,11 @@ DEFAULT_MAX_TOKENS = 2048
 DEFAULT_MAX_INPUT_LENGTH = 10_000
 MESSAGE_OVERHEAD = 16  # characters per message in calculate_length, for role markers and framing
 
+# Images (media.py). Providers cap an image at about 20 MB; a bigger file is a mistake, not a picture.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+# Never read, whatever folder --allow-local-images names: kernel views of processes, devices and settings.
+DENIED_IMAGE_TREES = ("/proc", "/sys", "/dev")
+
 # Per-attempt wall-clock deadline and stream idle timeout, seconds.
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_IDLE_TIMEOUT = 60.0

@@ -84,6 +84,12 @@ class JobSpec:
     )
     system: str | None = setting("str", "System prompt for rows without their own.", None, in_manifest=True)
     keep_columns: tuple[str, ...] = setting("list", "Input columns copied to the output (comma-separated).", ())
+    allow_local_images: Path | None = setting(
+        "path",
+        "Let rows' images name local files, only image files under this folder (symlinks resolved; never "
+        f"/proc, /sys or /dev; at most {defaults.MAX_IMAGE_BYTES // 2**20} MiB). Default: off.",
+        None,
+    )
     max_tokens: int | None = setting(
         "int", "Maximum tokens to generate per row.", defaults.DEFAULT_MAX_TOKENS, minimum=1, in_manifest=True
     )
@@ -92,7 +98,8 @@ class JobSpec:
     seed: int | None = setting("int", "Sampling seed, for providers that honour it.", None, in_manifest=True)
     max_input_length: int = setting(
         "int",
-        "Trim prompts longer than this many characters (0: never).",
+        "Trim prompts longer than this many characters, text plus 16 per message (0: never): drop the oldest "
+        "messages but system ones and the last, then cut the last message's text, keeping its start.",
         defaults.DEFAULT_MAX_INPUT_LENGTH,
         minimum=0,
         in_manifest=True,

@@ -1,28 +1,24 @@
-"""Chat messages: their length, trimming to a budget, and image parts for vision models."""
+"""Chat messages: their length, trimming to a budget, and image parts for vision models.
+
+Which images may be sent, and reading them, is `hfbatch.media`'s business; here they are URLs.
+"""
 
 from __future__ import annotations
 
-import base64
-import mimetypes
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from hfbatch import defaults
-from hfbatch.errors import InputError
 
-__all__ = ["MediaItem", "attach_media", "calculate_length", "media_url", "trim_messages"]
+__all__ = ["Message", "attach_images", "calculate_length", "trim_messages"]
 
 Message = dict[str, Any]
-#: An image: a local path, raw bytes, an http(s) URL or a data URI; optionally with a file name.
-MediaItem = str | Path | bytes | tuple[str | Path | bytes, str | None]
 
-_MAGIC = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
+
+def _text_of(part: Any) -> str | None:
+    """The text of a content part, or None for an image or anything else without text."""
+    text = part.get("text") if isinstance(part, dict) else None
+    return text if isinstance(text, str) else None
 
 
 def _content_length(content: Any) -> int:
@@ -30,7 +26,7 @@ def _content_length(content: Any) -> int:
         return len(content)
     if isinstance(content, list):
         # Only text counts: an image's data URI says nothing about the prompt's size.
-        return sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+        return sum(len(t) for p in content if (t := _text_of(p)) is not None)
     return 0 if content is None else len(str(content))
 
 
@@ -40,14 +36,17 @@ def calculate_length(messages: Iterable[Message]) -> int:
 
 
 def trim_messages(messages: Sequence[Message], max_input_length: int) -> list[Message]:
-    """Drop the oldest messages until the prompt fits `max_input_length`.
+    """Fit a prompt into `max_input_length` (as `calculate_length` measures it).
 
-    System messages and the last message are always kept, and content is never cut,
-    so the result may still exceed the budget when those alone do. Returns a new
-    list; the caller's list and messages are left as they were.
+    First the oldest messages are dropped, except system messages and the last message. If the
+    prompt is still too long, the last message's text is cut to fit, keeping its start: a prompt
+    usually says what to do before the material to do it on ("Summarise: {text}"), so the end is
+    what can go. In a list of parts, images stay and text parts are cut in order. The result is
+    over budget only when the other system messages alone leave no room; the last message's text
+    is then empty. Returns a new list; the caller's list and messages are left as they were.
     """
     total = calculate_length(messages)
-    if total <= max_input_length or len(messages) <= 1:
+    if total <= max_input_length or not messages:
         return list(messages)
     last = len(messages) - 1
     keep = [True] * len(messages)
@@ -58,48 +57,46 @@ def trim_messages(messages: Sequence[Message], max_input_length: int) -> list[Me
             continue
         keep[i] = False
         total -= _content_length(m.get("content")) + defaults.MESSAGE_OVERHEAD
-    return [m for m, k in zip(messages, keep, strict=True) if k]
+    out = [m for m, k in zip(messages, keep, strict=True) if k]
+    if total > max_input_length:
+        over = total - max_input_length
+        out[-1] = _cut(out[-1], _content_length(out[-1].get("content")) - over)
+    return out
 
 
-def _sniff_mime(data: bytes, name: str | None) -> str:
-    for magic, mime in _MAGIC:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    guessed = mimetypes.guess_type(name)[0] if name else None
-    return guessed or "application/octet-stream"
+def _cut(message: Message, keep: int) -> Message:
+    """A copy of `message` whose text is its first `keep` characters (none if `keep` <= 0)."""
+    keep = max(keep, 0)
+    content = message.get("content")
+    if content is None:
+        return message
+    if not isinstance(content, list):
+        return {**message, "content": str(content)[:keep]}
+    parts: list[Any] = []
+    for part in content:
+        text = _text_of(part)
+        if text is None:
+            parts.append(part)
+        elif len(text) <= keep:
+            parts.append(part)
+            keep -= len(text)
+        elif keep:
+            parts.append({**part, "text": text[:keep]})
+            keep = 0
+    if not parts and content:
+        # Every part was text and all of it went: one empty text part keeps the content a valid list.
+        parts.append({**content[0], "text": ""})
+    return {**message, "content": parts}
 
 
-def media_url(item: MediaItem) -> str:
-    """Turn one image into the URL an `image_url` part carries (a data URI for local data)."""
-    name: str | None = None
-    if isinstance(item, tuple):
-        item, name = item
-    if isinstance(item, bytes):
-        data = item
-    else:
-        text = str(item)
-        if text.startswith(("http://", "https://", "data:")):
-            return text
-        path = Path(text)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"image {text}: cannot read ({exc.strerror or exc})") from exc
-        name = name or path.name
-    encoded = base64.b64encode(data).decode("ascii")
-    return f"data:{_sniff_mime(data, name)};base64,{encoded}"
-
-
-def attach_media(messages: Sequence[Message], media: Sequence[MediaItem]) -> list[Message]:
-    """Return messages whose last message carries the images as `image_url` parts, then its text."""
+def attach_images(messages: Sequence[Message], urls: Sequence[str]) -> list[Message]:
+    """Return messages whose last message carries `urls` as `image_url` parts, then its text."""
     out = list(messages)
-    if not media or not out:
+    if not urls or not out:
         return out
     last = dict(out[-1])
     content = last.get("content")
-    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": media_url(m)}} for m in media]
+    parts: list[Any] = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
     if isinstance(content, list):
         parts.extend(content)
     elif content:

@@ -319,8 +319,11 @@ class _Run:
 
     async def _process(self, row: Row) -> None:
         try:
-            messages = self.api.prepare_messages(
-                row.messages, max_input_length=self.spec.max_input_length or None, media=row.images or None
+            messages = await self.api.prepare_messages(
+                row.messages,
+                max_input_length=self.spec.max_input_length or None,
+                media=row.images or None,
+                local_images=self.spec.allow_local_images,
             )
             if row.keep:
                 # Paid results must be writable: a kept value that cannot be is found before sending.

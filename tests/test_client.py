@@ -683,14 +683,14 @@ async def test_max_input_length_trims_what_is_sent(start_sim: StartSim, make_cli
 async def test_media_is_sent_as_image_url_data_uri(
     start_sim: StartSim, make_client: MakeClient, tmp_path: Path
 ) -> None:
-    """A local PNG reaches the server as an image_url part with a data URI, before the text."""
+    """An allowed local PNG reaches the server as an image_url part with a data URI, before the text."""
     sim = await start_sim(config("a"))
     api = make_client(sim)
     image = tmp_path / "cat.png"
     image.write_bytes(PNG)
     messages: list[Message] = [{"role": "user", "content": "What is in the picture?"}]
     before = copy.deepcopy(messages)
-    result = await api.chat(MODEL, messages, media=[image, "https://example.com/dog.jpg"])
+    result = await api.chat(MODEL, messages, media=[image, "https://example.com/dog.jpg"], local_images=tmp_path)
     sent = sim.requests[-1][1]["messages"]
     assert sent[-1]["content"] == [
         {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}},

@@ -6,9 +6,11 @@ Authorization header at the worst place, answering for the wrong host).
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,15 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
 
+from hfbatch import media
 from hfbatch.cli import cli
 from hfbatch.client import HuggingFaceAPI
 from hfbatch.credentials import resolve_token, token_for
-from hfbatch.errors import APIError, InputError, JobSpecError
+from hfbatch.errors import APIError, ExitCode, InputError, JobSpecError
 from hfbatch.http_errors import MAX_MESSAGE, error_for_status, map_transport_errors
-from hfbatch.jobspec import build_spec, load_job_file
+from hfbatch.jobspec import JobSpec, build_spec, load_job_file
 from hfbatch.outputs.records import check_writable
+from hfbatch.runner import run_job
 from hfbatch.sim import Fault, SimProvider, SimServer
 from tests.helpers import MODEL, app_in_thread, one_model
 
@@ -460,3 +464,167 @@ def test_an_internal_error_exits_6_in_one_line(sim: SimServer, monkeypatch: pyte
     inp = write_rows(tmp_path / "in.jsonl", [json.dumps({"id": 1, "prompt": "q"})])
     result = run_cli(sim, inp, tmp_path / "out.jsonl")
     assert result.exit_code == 6 and "internal error" in result.output and "HFBATCH_DEBUG" in result.output
+
+
+# --------------------------------------------------------------------------- 1: a dataset cannot upload local files
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+PNG_URI = "data:image/png;base64," + base64.b64encode(PNG).decode()
+
+
+@pytest.fixture
+def allowed(tmp_path: Path) -> Path:
+    """The folder local images are allowed from, holding cat.png; secret.png (a real PNG) sits outside it."""
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes(PNG)
+    (tmp_path / "secret.png").write_bytes(PNG + b"SECRET")
+    return folder
+
+
+def _symlink_out(folder: Path) -> str:
+    (folder / "link.png").symlink_to(folder.parent / "secret.png")
+    return "link.png"
+
+
+def _fifo(folder: Path) -> str:
+    os.mkfifo(folder / "pipe.png")
+    return "pipe.png"
+
+
+def _huge(folder: Path) -> str:
+    with (folder / "huge.png").open("wb") as f:
+        f.write(PNG)
+        f.truncate(30 * 2**20)  # sparse: 30 MiB on paper, no time to write
+    return "huge.png"
+
+
+def _text_as_png(folder: Path) -> str:
+    (folder / "notes.png").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    return "notes.png"
+
+
+def _release_fifos(folder: Path) -> None:
+    """Open each FIFO for writing and close it, so a reader stuck on it (a regression) ends instead of hanging."""
+    for path in folder.iterdir():
+        if path.is_fifo():
+            os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+
+
+HOSTILE = [
+    pytest.param(lambda d: "/etc/passwd", "allowed", "resolves to /etc/passwd, outside", id="etc-passwd"),
+    pytest.param(lambda d: "/etc/passwd", "/", "is not an image", id="etc-passwd-root-allowed"),
+    pytest.param(lambda d: "/proc/self/environ", "allowed", "is under /proc", id="proc-environ"),
+    pytest.param(lambda d: "/proc/self/environ", "/", "is under /proc", id="proc-environ-root-allowed"),
+    pytest.param(lambda d: "/dev/zero", "allowed", "is under /dev", id="dev-zero"),
+    pytest.param(lambda d: "/dev/zero", "/", "is under /dev", id="dev-zero-root-allowed"),
+    pytest.param(_symlink_out, "allowed", "secret.png, outside", id="symlink-inside-pointing-out"),
+    pytest.param(lambda d: "../secret.png", "allowed", "secret.png, outside", id="dotdot-escape"),
+    pytest.param(_fifo, "allowed", "is a FIFO, not a regular file", id="fifo"),
+    pytest.param(_huge, "allowed", "is 30.0 MiB, over the 20 MiB limit", id="30-mib"),
+    pytest.param(_text_as_png, "allowed", "is not an image", id="text-renamed-png"),
+    pytest.param(lambda d: "file:///etc/passwd", "allowed", "is a file: URL", id="file-url"),
+    pytest.param(lambda d: "data:text/plain;base64,cm9vdDp4OjA6MA==", "allowed", "not data:image/", id="data-text"),
+    pytest.param(lambda d: "data:image/png;base64,cm9vdDp4OjA6MA==", "allowed", "is not an image", id="data-not-png"),
+    pytest.param(
+        lambda d: "cat.png", None, "is a local path; local images are off: pass --allow-local-images DIR", id="off"
+    ),
+    pytest.param(lambda d: str(d / "cat.png"), None, "local images are off", id="off-absolute"),
+]
+
+
+@pytest.mark.usefixtures("fast_time")
+@pytest.mark.parametrize(("entry", "folder", "reason"), HOSTILE)
+async def test_a_row_cannot_upload_local_files(
+    sim: SimServer, tmp_path: Path, allowed: Path, entry: Callable[[Path], str], folder: str | None, reason: str
+) -> None:
+    """A hostile `images` entry makes a bad row saying why; the server gets nothing of it, and the run goes on."""
+    value = entry(allowed)
+    rows = [
+        {"id": "evil", "prompt": "look", "images": ["https://example.com/ok.png", value]},
+        {"id": "fine", "prompt": "hi"},
+    ]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    local = {"allowed": allowed, "/": Path("/"), None: None}[folder]
+    spec = JobSpec(
+        input=inp,
+        output=tmp_path / "out.jsonl",
+        model=MODEL,
+        api_base=sim.api_base,
+        hub_url=sim.hub_url,
+        allow_local_images=local,
+    )
+    try:
+        report = await asyncio.wait_for(run_job(spec), timeout=10)
+    finally:
+        _release_fifos(allowed)
+    assert report.exit_code is ExitCode.FAILED_ROWS
+    (error,) = [json.loads(line) for line in spec.errors_path.read_text().splitlines()]
+    assert error["id"] == "evil" and error["kind"] == "input"
+    assert error["message"].startswith("images[1] '" + value[:20]) and reason in error["message"], error["message"]
+    bodies = [body for _, body in sim.requests]
+    assert [b["messages"][-1]["content"] for b in bodies] == ["hi"]  # only the good row was sent
+    assert "SECRET" not in json.dumps(bodies) and "image_url" not in json.dumps(bodies)
+
+
+@pytest.mark.usefixtures("fast_time")
+async def test_an_image_under_the_allowed_folder_is_sent_as_a_png_data_uri(
+    sim: SimServer, tmp_path: Path, allowed: Path
+) -> None:
+    """With --allow-local-images DIR, a PNG in DIR (relative, absolute, via a symlink in DIR) is sent as image/png."""
+    (allowed / "sub").mkdir()
+    (allowed / "sub" / "alias.jpg").symlink_to(allowed / "cat.png")  # the bytes, not the name, give the type
+    rows = [
+        {"id": "a", "prompt": "look", "images": "cat.png"},
+        {"id": "b", "prompt": "look", "images": [str(allowed / "cat.png"), "sub/alias.jpg"]},
+    ]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = JobSpec(
+        input=inp,
+        output=tmp_path / "out.jsonl",
+        model=MODEL,
+        api_base=sim.api_base,
+        hub_url=sim.hub_url,
+        allow_local_images=allowed,
+    )
+    report = await asyncio.wait_for(run_job(spec), timeout=10)
+    assert report.exit_code is ExitCode.OK
+    sent = sorted((b["messages"][-1]["content"] for _, b in sim.requests), key=len)
+    image = {"type": "image_url", "image_url": {"url": PNG_URI}}
+    assert sent == [[image, {"type": "text", "text": "look"}], [image, image, {"type": "text", "text": "look"}]]
+
+
+def test_allow_local_images_is_off_by_default_and_a_path_from_the_job_file(tmp_path: Path) -> None:
+    """Local images are off unless allowed; the job-file key is a folder relative to the job file."""
+    job = tmp_path / "job.toml"
+    job.write_text('input = "in.jsonl"\noutput = "out.jsonl"\nmodel = "m"\nallow_local_images = "images"\n')
+    assert build_spec(load_job_file(job), {}).allow_local_images == tmp_path / "images"
+    assert build_spec({}, {"input": "in.jsonl", "output": "out.jsonl", "model": "m"}).allow_local_images is None
+
+
+def test_chat_image_reads_the_file_the_user_named_and_no_other(sim: SimServer, tmp_path: Path) -> None:
+    """`hfbatch chat --image PATH` sends the typed file as a data URI; a typed file that is not an image is refused."""
+    image = tmp_path / "cat.png"
+    image.write_bytes(PNG)
+    where = ["--api-base", sim.api_base, "--hub-url", sim.hub_url]
+    result = CliRunner().invoke(cli, ["chat", MODEL, "what is it", "--image", str(image), *where])
+    assert result.exit_code == 0, result.output
+    assert "[images:1]" in result.output
+    assert sim.requests[-1][1]["messages"][-1]["content"][0] == {"type": "image_url", "image_url": {"url": PNG_URI}}
+    sent = len(sim.requests)
+    result = CliRunner().invoke(cli, ["chat", MODEL, "what is it", "--image", "/etc/passwd", *where])
+    assert result.exit_code == 2 and "'/etc/passwd' is not an image" in result.output
+    assert len(sim.requests) == sent
+
+
+def test_a_symlink_swapped_in_after_the_check_is_not_followed(
+    tmp_path: Path, allowed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A symlink that slips past the folder check (swapped in before the open) fails the open, not leaks."""
+    (allowed / "sub").symlink_to(tmp_path)  # a folder link inside DIR, leading out to secret.png
+    # As if the link appeared between resolving the path and opening it: resolution sees no symlink.
+    monkeypatch.setattr(os.path, "realpath", lambda p, strict=False: os.path.abspath(p))
+    with pytest.raises(InputError, match=r"'sub/secret\.png' cannot be read"):
+        media.image_url("sub/secret.png", allowed)

@@ -188,7 +188,8 @@ class RowBuilder:
             elif type(images) is str:
                 images = [images]
             elif type(images) is not list or not all(type(i) is str for i in images):
-                raise _Bad("'images' must be a string or a list of strings (paths, URLs or data URIs)")
+                # Whether each may be sent (a local file needs --allow-local-images) is checked when it is sent.
+                raise _Bad("'images' must be a string or a list of strings (http(s) URLs, data:image URIs or paths)")
             keep = {c: obj.get(c) for c in self._keep} if self._keep else {}
         except _Bad as exc:
             return BadRow(index, f"{where} {number}", exc.reason, row_id)
