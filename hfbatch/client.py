@@ -9,7 +9,6 @@ llama.cpp) with no Hub given, the model is sent as it is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -35,6 +34,7 @@ from hfbatch.media import LocalAccess, MediaItem, image_urls
 from hfbatch.messages import Message, attach_images, calculate_length, trim_messages
 from hfbatch.retry import RetryPolicy, env_time_scale
 from hfbatch.sse import SSEDecoder
+from hfbatch.streaming import stream_with_failover
 from hfbatch.version import user_agent
 from hfbatch.wire import ChatResult, StreamState, parse_completion
 
@@ -367,46 +367,8 @@ class HuggingFaceAPI:
         order = await self.providers_for(model, api_key)
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
-        queue: asyncio.Queue[str | ChatResult | None] = asyncio.Queue()
-        attempts = 0
-
-        async def send(provider: str) -> ChatResult:
-            nonlocal attempts
-            attempts += 1
-            started = False
-            try:
-                async for item in self.stream(model, prepared, provider=provider, params=params, api_key=api_key):
-                    if isinstance(item, ChatResult):
-                        return item
-                    started = True
-                    queue.put_nowait(item)
-            except APIError as exc:
-                if started:
-                    # The caller has shown part of this reply: another provider's would not continue it.
-                    # It leaves the fail-over loop before that loop counts attempts, so count them here.
-                    exc.attempts = attempts
-                    raise _StreamBroken(exc) from exc
-                raise
-            raise AssertionError("stream() ends with its result")
-
-        async def run() -> ChatResult:
-            try:
-                return await call_with_failover(send, order, self.retry, self.scheduler)
-            except _StreamBroken as exc:
-                raise exc.error from None
-            finally:
-                queue.put_nowait(None)
-
-        task = asyncio.create_task(run())
-        try:
-            while (item := await queue.get()) is not None:
-                yield item
-            yield await task
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        async for item in stream_with_failover(self, model, prepared, params, order, api_key):
+            yield item
 
     @staticmethod
     def calculate_length(messages: Sequence[Message]) -> int:
@@ -443,11 +405,3 @@ async def _by(deadline: float, awaitable: Awaitable[_T]) -> _T:
 def _status_error(resp: aiohttp.ClientResponse, raw: bytes, provider: str) -> APIError:
     """The error for an HTTP error reply (the caller's map_transport_errors scrubs the token)."""
     return error_for_status(resp.status, raw.decode("utf-8", "replace"), provider=provider, headers=dict(resp.headers))
-
-
-class _StreamBroken(Exception):
-    """A stream failed after some of its text was delivered; not retried elsewhere."""
-
-    def __init__(self, error: APIError) -> None:
-        super().__init__(str(error))
-        self.error = error
