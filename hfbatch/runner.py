@@ -81,6 +81,9 @@ async def run_job(
     progress: Callable[[RunStats], None] | None = None,
 ) -> RunReport:
     """Run a job to the end (or until stopped) and return its report; raise UsageError on bad input."""
+    if spec.dry_run:
+        # A dry run promises no request: never let the flag through to a real run.
+        raise UsageError("dry_run is set: hfbatch.dry_run(spec) makes a dry run; run_job sends requests")
     started = time.monotonic()
     control = control or RunControl()
     stats = RunStats()

@@ -157,3 +157,10 @@ def test_a_dry_run_with_a_wrong_model_or_provider_exits_2(
     result = cli_dry_run(sim, tmp_path, "--dry-run", *extra)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and sent(sim) == 0
+
+
+async def test_run_job_refuses_a_spec_marked_dry_run(sim: SimServer, tmp_path: Path) -> None:
+    """A library caller passing a dry-run spec to run_job gets an error, not a real run."""
+    with pytest.raises(UsageError, match="dry_run"):
+        await run_job(spec_for(sim, tmp_path, dry_run=True))
+    assert sent(sim) == 0 and files_in(tmp_path) == {"in.jsonl"}

@@ -306,3 +306,25 @@ def test_bad_money_settings_name_the_file_and_the_key(tmp_path: Path, body: str,
     with pytest.raises(JobSpecError) as raised:
         build_spec(load_job_file(path), {})
     assert str(raised.value).startswith(str(path)) and message in str(raised.value)
+
+
+@pytest.mark.parametrize("sim_config", [one_model(SimProvider("p1"), publish_prices=False)], indirect=True)
+async def test_a_parquet_output_without_prices_takes_costs_when_resumed_with_prices(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    """A first run with no price writes a typed, all-null cost column; a resume with prices adds to it."""
+    import pyarrow.parquet as pq
+
+    spec = spec_for(sim, tmp_path, rows=10)
+    first = JobSpec(**{**_fields(spec), "output": tmp_path / "out.parquet"})
+    assert (await run_job(first)).exit_code is ExitCode.OK
+    write_prompts(spec.input, 20)
+    priced = JobSpec(**{**_fields(first), "price_in": 1.0, "price_out": 1.0})
+    assert (await run_job(priced, force=True)).exit_code is ExitCode.OK
+    costs = pq.read_table(priced.output).column("cost_usd").to_pylist()
+    assert len(costs) == 20 and costs.count(None) == 10 and all(c and c > 0 for c in costs if c is not None)
+
+
+def _fields(spec: JobSpec) -> dict[str, Any]:
+    """A JobSpec's settings, to build a changed copy."""
+    return {f: getattr(spec, f) for f in ("input", "output", "model", "api_base", "hub_url", "max_tokens")}

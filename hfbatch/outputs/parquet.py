@@ -21,6 +21,9 @@ from hfbatch.outputs.jsonl import JournalFormat
 __all__ = ["ParquetFormat"]
 
 _PARQUET_CHUNK = 10_000
+# Record columns that may be null for a whole run (no prices, no usage) and hold values in the next one:
+# typed up front, so a resume's values fit the column the first run made.
+_NULLABLE_COLUMNS = {"cost_usd": "float64", "prompt_tokens": "int64", "completion_tokens": "int64"}
 
 
 class ParquetFormat(JournalFormat):
@@ -69,6 +72,17 @@ def _journal_chunks(path: Path, skip: set[Any]) -> Iterator[list[dict[str, Any]]
         yield chunk
 
 
+def _typed(table: Any) -> Any:
+    """The table with its all-null record columns given their real types."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        kind = _NULLABLE_COLUMNS.get(field.name)
+        if kind is not None and pa.types.is_null(field.type):
+            table = table.set_column(i, field.with_type(pa.type_for_alias(kind)), table.column(i).cast(kind))
+    return table
+
+
 def _write_parquet(output: Path, journal: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -85,7 +99,7 @@ def _write_parquet(output: Path, journal: Path) -> None:
                 writer.write_batch(batch)
         for chunk in _journal_chunks(journal, existing):
             if writer is None:
-                table = pa.Table.from_pylist(chunk)
+                table = _typed(pa.Table.from_pylist(chunk))
                 writer = pq.ParquetWriter(tmp, table.schema)
             else:
                 table = pa.Table.from_pylist(chunk, schema=writer.schema)
