@@ -148,7 +148,7 @@ def _scan(reader: InputReader, done: IdSet, spec: JobSpec) -> tuple[_Tally, list
     tally = _Tally()
     samples: list[Sample] = []
     bad: list[str] = []
-    fail_fast = FailFast()
+    fail_fast = FailFast(enabled=not done)
     for item in _items(reader, done):
         if isinstance(item, DoneRow):
             tally.done += 1
@@ -158,10 +158,10 @@ def _scan(reader: InputReader, done: IdSet, spec: JobSpec) -> tuple[_Tally, list
             tally.bad += 1
             if len(bad) < _BAD_EXAMPLES:
                 bad.append(f"{item.where if isinstance(item, BadRow) else f'row {item.index}'}: {reason}")
-            if fail_fast.bad_row(reason):
+            if fail_fast.bad_row(item.index, reason):
                 raise UsageError(
-                    f"{spec.input}: the first {fail_fast.count} rows are all bad the same way, so a run would stop "
-                    f"there: {reason}"
+                    f"{spec.input}: the first {fail_fast.threshold} rows are all bad the same way, so a run would "
+                    f"stop there: {reason}"
                 )
             continue
         assert isinstance(item, Row)

@@ -195,8 +195,9 @@ class _Run:
         self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
         #: Why the run stopped early because no provider was left, if it did.
         self.all_out: str | None = None
-        #: Watches the first rows for a systematic mistake (every one failing alike).
-        self.fail_fast = FailFast()
+        #: Watches the first rows for a systematic mistake (every one failing alike); not on a resume
+        #: of an output that holds results: these settings have worked.
+        self.fail_fast = FailFast(enabled=not done)
 
     async def execute(self, reader: InputReader, files: OutputFiles) -> tuple[ExitCode, str | None]:
         """Run every row; return the exit code and, when it stopped early, why."""
@@ -275,6 +276,7 @@ class _Run:
                     stats.rows_skipped += 1
                 else:
                     stats.rows_seen = n
+                    self.fail_fast.row_read(item.index)
                     await self.queue.put(item)
                     continue
             if n % 512 == 0:
@@ -287,7 +289,7 @@ class _Run:
     def _bad(self, index: int, where: str, row_id: Any, reason: str) -> None:
         self.files.add_error(error_record(index, where, row_id, UsageError(reason)))
         self.stats.rows_bad += 1
-        if self.fail_fast.bad_row(reason):
+        if self.fail_fast.bad_row(index, reason):
             self.control.request_stop()
         self.progress(self.stats)
 
@@ -330,7 +332,7 @@ class _Run:
         except APIError as exc:
             self.files.add_error(error_record(row.index, f"row {row.index}", row.id, exc))
             self.stats.rows_failed += 1
-            if self.fail_fast.failed_row(exc):
+            if self.fail_fast.failed_row(row.index, exc):
                 self.control.request_stop()
             if self.all_out is None and self.pool.all_out():
                 # Every later row would fail the same way: stop, and leave them for a rerun.

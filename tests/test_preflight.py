@@ -155,26 +155,52 @@ def test_rows_failing_after_some_succeeded_are_not_a_systematic_mistake(sim: Sim
     assert len((tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines()) == 50
 
 
-def test_fail_fast_trips_only_on_one_reason_with_no_success() -> None:
-    """Twenty rows alike trip it (numbers in messages aside); a success, another reason or a 5xx settles it."""
+def test_fail_fast_waits_for_every_one_of_the_first_rows_whatever_order_replies_come_in() -> None:
+    """The first rows by input order decide, all of them: numbers in messages aside, replies in any order."""
     check = FailFast(threshold=20)
-    tripped = [check.failed_row(BadRequestError(f"input of {n} tokens is too long", status=400)) for n in range(20)]
+    for index in range(30):
+        check.row_read(index)
+    too_long = [BadRequestError(f"input of {n} tokens is too long", status=400) for n in range(30)]
+    # Rows 20..29 come back first: they are not among the first rows and decide nothing.
+    assert not any(check.failed_row(i, too_long[i]) for i in range(29, 19, -1))
+    tripped = [check.failed_row(i, too_long[i]) for i in range(19, -1, -1)]
     assert tripped == [False] * 19 + [True] and check.reason and "HTTP 400" in check.reason
-    for settle in ("ok", "other reason", "5xx"):
-        check = FailFast(threshold=3)
-        check.bad_row("no 'prompt' field")
-        if settle == "ok":
-            check.row_ok()
-        elif settle == "other reason":
-            check.bad_row("'id' is null")
-        else:
-            check.failed_row(ServerError("boom", status=500))
-        assert not any(check.bad_row("no 'prompt' field") for _ in range(10)) and check.reason is None
+
+
+@pytest.mark.parametrize("settle", ["success", "other reason", "5xx", "disabled"])
+def test_fail_fast_is_settled_by_a_success_another_reason_or_a_transient_failure(settle: str) -> None:
+    """Any success, a first row failing for another reason or a 5xx, or a resume: it never trips after."""
+    check = FailFast(threshold=3, enabled=settle != "disabled")
+    check.bad_row(0, "no 'prompt' field")
+    check.row_read(1)
+    if settle == "success":
+        check.row_ok()
+    elif settle == "other reason":
+        check.bad_row(2, "'id' is null")
+    elif settle == "5xx":
+        check.failed_row(1, ServerError("boom", status=500))
+    assert not any(check.bad_row(i, "no 'prompt' field") for i in range(3, 13)) and check.reason is None
+
+
+def test_every_provider_refusing_is_told_apart_from_providers_out_for_other_reasons() -> None:
+    """All providers out for 400/404/422: a reason to stop with exit 2; any other cause is not."""
     refused = refused_everywhere({"a": ModelNotSupportedError("x", status=404), "b": BadRequestError("y", status=422)})
     assert refused is not None and "a: HTTP 404: x; b: HTTP 422: y" in refused
     assert refused_everywhere({"a": ModelNotSupportedError("x", status=404), "b": None}) is None
     assert refused_everywhere({"a": ModelNotSupportedError("no live provider", status=None)}) is None
     assert refused_everywhere({}) is None
+
+
+def test_good_rows_before_many_bad_ones_alike_are_no_systematic_mistake(sim: SimServer, tmp_path: Path) -> None:
+    """Ten good rows, then thirty without a prompt: the first rows did not all fail, so the run ends with exit 1."""
+    rows = [{"id": i, "prompt": f"q {i}"} for i in range(10)] + [{"id": i, "text": "x"} for i in range(10, 40)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_cli(sim, tmp_path)
+    assert result.exit_code == 1, result.output
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 10
+    # The rerun has only the thirty bad rows left: these settings worked before, so it is still exit 1.
+    again = run_cli(sim, tmp_path)
+    assert again.exit_code == 1 and "failed the same way" not in again.stderr
 
 
 # --------------------------------------------------------------------------- rerun after nothing was written
