@@ -18,6 +18,9 @@ _EXPORTS = {
     "RunReport": "hfbatch.runner",
     "RunControl": "hfbatch.runner",
     "run_job": "hfbatch.runner",
+    "DryRunReport": "hfbatch.dryrun",
+    "dry_run": "hfbatch.dryrun",
+    "Price": "hfbatch.pricing",
     "calculate_length": "hfbatch.messages",
     "trim_messages": "hfbatch.messages",
     "APIError": "hfbatch.errors",
@@ -47,6 +50,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ChatResult",
+    "DryRunReport",
     "EmptyResponseError",
     "ExitCode",
     "FailureKind",
@@ -61,6 +65,7 @@ __all__ = [
     "ModelNotSupportedError",
     "PaymentRequiredError",
     "PermissionDeniedError",
+    "Price",
     "ProviderMapping",
     "RateLimitError",
     "RetryPolicy",
@@ -72,12 +77,14 @@ __all__ = [
     "UsageError",
     "__version__",
     "calculate_length",
+    "dry_run",
     "run_job",
     "trim_messages",
 ]
 
 if TYPE_CHECKING:
     from hfbatch.client import HuggingFaceAPI
+    from hfbatch.dryrun import DryRunReport, dry_run
     from hfbatch.errors import (
         APIError,
         APITimeoutError,
@@ -103,6 +110,7 @@ if TYPE_CHECKING:
     from hfbatch.hub import HubClient, ProviderMapping
     from hfbatch.jobspec import JobSpec
     from hfbatch.messages import calculate_length, trim_messages
+    from hfbatch.pricing import Price
     from hfbatch.retry import RetryPolicy
     from hfbatch.runner import RunControl, RunReport, run_job
     from hfbatch.wire import ChatResult

@@ -6,6 +6,7 @@ Heavy imports (aiohttp, pyarrow) happen inside the commands, so `hfbatch --help`
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -235,28 +236,35 @@ def _given(ctx: click.Context, flags: dict[str, Any]) -> dict[str, Any]:
 @_run_options
 @click.option("--restart", is_flag=True, help="Delete earlier results of this output and start over.")
 @click.option("--force", is_flag=True, help="Resume even though the settings or the input changed.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the report as JSON.")
 @click.pass_context
-def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, **flags: Any) -> None:
+def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_json: bool, **flags: Any) -> None:
     """Run a batch job: JOB.toml, or --input, --output and --model (flags override the file).
 
     \b
     Exit codes: 0 all rows done; 1 done, some rows failed (see <output>.errors.jsonl);
-    2 bad usage, job file or input, nothing sent; 3 token missing or refused; 4 another
-    run holds the output; 6 stopped by a failure outside the rows (the Hub, the disk):
-    results so far are kept; 130 interrupted (rerun the same command to resume).
+    2 bad usage, job file or input, nothing sent (or the first rows all failed the same
+    way); 3 token missing or refused; 4 another run holds the output; 6 stopped by a failure
+    outside the rows (the endpoint, the Hub, the disk): results so far are kept; 130
+    interrupted (rerun the same command to resume). --dry-run exits 0 when the job is sound.
     """
+    from hfbatch.dryrun import DryRunReport, dry_run, format_dry_run
     from hfbatch.jobspec import build_spec, load_job_file
     from hfbatch.progress import Progress
     from hfbatch.runner import RunControl, RunReport, run_job
     from hfbatch.stats import format_table
 
-    async def go() -> RunReport:
+    async def go() -> RunReport | DryRunReport:
         from hfbatch.errors import JobSpecError
 
         if restart and force:
             raise JobSpecError("--restart and --force cannot be used together")
         file_values = load_job_file(Path(job)) if job else {}
         spec = build_spec(file_values, _given(ctx, flags))
+        if spec.dry_run:
+            return await dry_run(spec, restart=restart, force=force)
+        if as_json:
+            raise JobSpecError("--json goes with --dry-run (a run's stats are JSON in <output>.stats.json)")
         control = RunControl()
         loop = asyncio.get_running_loop()
 
@@ -284,6 +292,9 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, **fl
         return report
 
     report = _run_async(go)
+    if isinstance(report, DryRunReport):
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if as_json else format_dry_run(report))
+        sys.exit(0)
     sys.exit(int(report.exit_code))
 
 

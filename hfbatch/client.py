@@ -45,6 +45,9 @@ _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _T = TypeVar("_T")
 
+#: The router bills the organization this header names instead of the token's owner.
+BILL_TO_HEADER = "X-HF-Bill-To"
+
 
 class HuggingFaceAPI:
     """Chat completions through HF Inference Providers with fail-over between providers."""
@@ -67,8 +70,11 @@ class HuggingFaceAPI:
         connect_timeout: float = defaults.DEFAULT_CONNECT_TIMEOUT,
         retry: RetryPolicy | None = None,
         api_key_env: str | None = None,
+        bill_to: str | None = None,
     ) -> None:
         self._api_key = api_key
+        #: The organization the router bills (sent as X-HF-Bill-To), or None for the token's owner.
+        self.bill_to = bill_to
         self.api_base = check_url(api_base or defaults.DEFAULT_API_BASE, "api_base").rstrip("/")
         self.hub_url = check_url(
             hub_url or os.environ.get("HF_ENDPOINT") or defaults.DEFAULT_HUB_URL, "hub_url"
@@ -87,7 +93,7 @@ class HuggingFaceAPI:
         #: Hub lookups (provider mappings, the model list) over this client's session.
         self.hub = HubClient(lambda: self.session, self.hub_url, token=api_key, retry=self.retry)
         self._models: list[str] | None = None
-        self._header_cache: dict[tuple[str | None, bool, bool], dict[str, str]] = {}
+        self._header_cache: dict[tuple[str | None, bool, bool, str | None], dict[str, str]] = {}
 
     @property
     def api_key(self) -> str | None:
@@ -146,7 +152,7 @@ class HuggingFaceAPI:
 
     def _headers(self, api_key: str | None, *, stream: bool = False, required: bool = True) -> dict[str, str]:
         key = api_key or self.api_key
-        cache_key = (key, stream, required)
+        cache_key = (key, stream, required, self.bill_to)
         cached = self._header_cache.get(cache_key)
         if cached is not None:
             return cached
@@ -156,6 +162,8 @@ class HuggingFaceAPI:
             headers["Authorization"] = f"Bearer {key}"
         elif required:
             raise AuthenticationError(f"no token: {token_hint(self.api_key_env)}")
+        if self.bill_to:
+            headers[BILL_TO_HEADER] = self.bill_to
         self._header_cache[cache_key] = headers
         return headers
 
@@ -390,9 +398,11 @@ def _encode_body(body: dict[str, Any]) -> bytes:
 def _checked(result: ChatResult, allow_empty: bool) -> ChatResult:
     """The result, unless its text is empty and that is not allowed (then EmptyResponseError)."""
     if not allow_empty and not result.text:
-        raise EmptyResponseError(
+        error = EmptyResponseError(
             f"the reply has no text (finish_reason {result.finish_reason!r})", provider=result.provider
         )
+        error.billed = result  # a whole 2xx reply: the provider bills it all the same
+        raise error
     return result
 
 

@@ -40,6 +40,17 @@ BREAKER_MAX_TRIPS = 4
 PROGRESS_LINE_INTERVAL = 10.0  # seconds between plain progress lines when stderr is not a terminal
 DEFAULT_GRACE = 30.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
 
+# Before the first request (preflight.py): is the endpoint there at all? One retry, a short deadline.
+PREFLIGHT_TIMEOUT = 10.0
+PREFLIGHT_ATTEMPTS = 2
+PREFLIGHT_RETRY_DELAY = 0.5
+# A run whose first rows, this many or more, all failed the same way and none succeeded stops (exit 2).
+FAIL_FAST_ROWS = 20
+
+# --dry-run: tokens are estimated as characters / this; the first prompts it shows.
+CHARS_PER_TOKEN = 4
+DRY_RUN_SAMPLES = 3
+
 # Tests shrink every delay with this environment variable (a float multiplier).
 TIME_SCALE_ENV = "HFBATCH_TIME_SCALE"
 DEBUG_ENV = "HFBATCH_DEBUG"

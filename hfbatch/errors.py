@@ -149,6 +149,9 @@ class APIError(HfbatchError):
         self.message = message
         #: Attempts made for the request when it finally failed (set by the fail-over loop).
         self.attempts = 1
+        #: The `hfbatch.wire.ChatResult` of a whole 2xx reply that still failed the row (an empty reply):
+        #: the provider billed it, so its usage counts in the cost. None for every other failure.
+        self.billed: object | None = None
         super().__init__(self._render())
 
     def rewrite(self, message: str, body: str | None = None) -> None:

@@ -21,11 +21,13 @@ from hfbatch.http_errors import error_for_status, map_transport_errors
 from hfbatch.retry import Action, RetryPolicy, decide
 from hfbatch.version import user_agent
 
-__all__ = ["HubClient", "ProviderMapping", "fetch_mapping", "fetch_models", "parse_mapping"]
+__all__ = ["HubClient", "ProviderMapping", "fetch_mapping", "fetch_models", "find_model_entry", "parse_mapping"]
 
 _T = TypeVar("_T")
 
 HUB = "hub"
+#: How errors of the router's models endpoint name their source.
+ROUTER_MODELS = "router models endpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,18 +68,35 @@ def usable(mapping: list[ProviderMapping]) -> list[ProviderMapping]:
     return [m for m in mapping if m.status == "live" and m.task == "conversational"]
 
 
+def find_model_entry(listing: Any, model: str) -> dict[str, Any] | None:
+    """The entry for `model` in a router models reply: one model object, or a list of them (`data` or bare)."""
+    if isinstance(listing, dict) and listing.get("id") == model:
+        return listing
+    items = listing.get("data") if isinstance(listing, dict) else listing
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list):
+        return None
+    return next((m for m in items if isinstance(m, dict) and m.get("id") == model), None)
+
+
 async def _get_json(
-    session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], secrets: tuple[str, ...]
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: Mapping[str, str],
+    secrets: tuple[str, ...],
+    source: str = HUB,
 ) -> Any:
-    with map_transport_errors(HUB, secrets):
+    with map_transport_errors(source, secrets):
         async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=defaults.HUB_TIMEOUT)) as r:
             raw = await r.read()
             if r.status >= 400:
-                raise error_for_status(r.status, raw.decode("utf-8", "replace"), provider=HUB, headers=dict(r.headers))
+                text = raw.decode("utf-8", "replace")
+                raise error_for_status(r.status, text, provider=source, headers=dict(r.headers))
     try:
         return json.loads(raw)
-    except ValueError:
-        raise MalformedResponseError("Hub reply is not JSON", provider=HUB) from None
+    except (ValueError, RecursionError):
+        raise MalformedResponseError("reply is not JSON", provider=source) from None
 
 
 async def fetch_mapping(
@@ -137,6 +156,7 @@ class HubClient:
         self.retry = retry
         self._mappings: dict[str, list[ProviderMapping]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._router_models: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def _auth(self, api_key: str | None) -> tuple[dict[str, str], tuple[str, ...]]:
         """Headers for a Hub request and the secrets to scrub from its errors."""
@@ -166,6 +186,32 @@ class HubClient:
                 # A missing mapping is not remembered: a provider may go live later in the run.
                 self._mappings[model] = mapping
             return mapping
+
+    async def router_model(self, api_base: str, model: str, api_key: str | None = None) -> dict[str, Any] | None:
+        """What the router at `api_base` publishes about `model` (its providers, prices...); cached.
+
+        Asks `{api_base}/models/{id}`, then looks in the `/models` list when that fails or does not
+        name the model; None when neither does (a plain server may list no such model). Retried like
+        the mapping; a failure of the list request raises.
+        """
+        key = (api_base, model)
+        if key in self._router_models:
+            return self._router_models[key]
+        headers, secrets = self._auth(api_key)
+        session = self._session
+        one = f"{api_base}/models/{urllib.parse.quote(model, safe='/')}"
+        try:
+            entry = find_model_entry(
+                await self._retrying(lambda: _get_json(session(), one, headers, secrets, ROUTER_MODELS)), model
+            )
+        except APIError:
+            entry = None  # not every server serves one model's entry: the list may still have it
+        if entry is None:
+            listing = f"{api_base}/models"
+            data = await self._retrying(lambda: _get_json(session(), listing, headers, secrets, ROUTER_MODELS))
+            entry = find_model_entry(data, model)
+        self._router_models[key] = entry
+        return entry
 
     async def models(self) -> list[str]:
         """Ids of the models some provider serves live for chat (one attempt: callers fall back)."""

@@ -51,6 +51,9 @@ class IdSet:
         """Add keys known to be strings, at the speed of set.update."""
         self._other.update(keys)
 
+    def __bool__(self) -> bool:
+        return bool(self._other) or any(self._bits)
+
     def __contains__(self, key: Any) -> bool:
         if type(key) is int and 0 <= key < _BITMAP_LIMIT:
             byte = key >> 3

@@ -1,7 +1,9 @@
 """Job settings: the JobSpec dataclass is the one home of every setting (type, default, help, range).
 
 A job file holds any of the keys below at its top level, plus an optional `[sim]`
-table that starts the built-in simulated server in-process. Flags override the file.
+table that starts the built-in simulated server in-process, and `[providers.NAME]`
+tables of settings for one provider (`ProviderSettings`; with them, the provider order
+is `providers.order`). Flags override the file.
 Relative paths in a job file are relative to the file's folder; on the command line,
 to the current folder.
 """
@@ -9,6 +11,7 @@ to the current folder.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -21,7 +24,7 @@ from hfbatch.errors import JobSpecError
 if TYPE_CHECKING:
     from hfbatch.outputs.files import OutputFiles
 
-__all__ = ["FIELDS", "JobField", "JobSpec", "build_spec", "load_job_file", "setting"]
+__all__ = ["FIELDS", "JobField", "JobSpec", "ProviderSettings", "build_spec", "load_job_file", "setting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,18 @@ def setting(
     """A JobSpec field that is also a job-file key and a flag (its one home: type, default, help)."""
     meta = {"kind": kind, "help": help, "minimum": minimum, "in_manifest": in_manifest}
     return field(default=default, metadata={"setting": meta})
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """One `[providers.NAME]` table: settings for that provider alone. Each field is a key of the table."""
+
+    price_in: float | None = setting("float", "USD per million input tokens on this provider.", None, minimum=0)
+    price_out: float | None = setting("float", "USD per million output tokens on this provider.", None, minimum=0)
+
+    def __post_init__(self) -> None:
+        if (self.price_in is None) != (self.price_out is None):
+            raise ValueError("price_in and price_out are set together (a cost needs both)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +136,16 @@ class JobSpec:
     allow_empty: bool = setting(
         "bool", "Take a reply with empty text as a result (default: retry it as an 'empty' failure).", False
     )
+    price_in: float | None = setting(
+        "float", "USD per million input tokens, for every provider (overrides the router's prices).", None, minimum=0
+    )
+    price_out: float | None = setting(
+        "float", "USD per million output tokens, for every provider (overrides the router's prices).", None, minimum=0
+    )
+    bill_to: str | None = setting("str", "Organization the router bills instead of you (X-HF-Bill-To).", None)
+    dry_run: bool = setting(
+        "bool", "Check the job and estimate rows, tokens, cost and time: no generation request, no file written.", False
+    )
     errors: Path | None = setting("path", "Where failed rows go (default: <output>.errors.jsonl).", None)
     stats: Path | None = setting("path", "Where stats go (default: <output>.stats.json).", None)
     grace: float = setting(
@@ -128,6 +153,8 @@ class JobSpec:
     )
     #: The `[sim]` table: start the built-in simulated server in-process (job files only).
     sim: dict[str, Any] | None = None
+    #: The `[providers.NAME]` tables, by provider name (job files only).
+    provider_settings: dict[str, ProviderSettings] = field(default_factory=dict)
     #: Where the settings came from, for error messages.
     source: str = "command line"
 
@@ -146,6 +173,10 @@ class JobSpec:
         from hfbatch.outputs.files import OutputFiles
 
         return OutputFiles(self.output, errors=self.errors, stats=self.stats)
+
+    def provider(self, name: str) -> ProviderSettings:
+        """The settings of provider `name` (its `[providers.NAME]` table, or none set)."""
+        return self.provider_settings.get(name) or _NO_SETTINGS
 
     def manifest_settings(self) -> dict[str, Any]:
         """The settings that decide what a row's result is; a change forbids resuming."""
@@ -168,6 +199,15 @@ FIELDS: tuple[JobField, ...] = tuple(
     if "setting" in f.metadata
 )
 _BY_KEY = {f.key: f for f in FIELDS}
+PROVIDER_FIELDS: tuple[JobField, ...] = tuple(
+    JobField(f.name, default=f.default, **f.metadata["setting"]) for f in fields(ProviderSettings)
+)
+_PROVIDER_KEYS = {f.key: f for f in PROVIDER_FIELDS}
+_NO_SETTINGS = ProviderSettings()
+#: In table form, `[providers]` may give the order under this key; every other key names a provider.
+ORDER_KEY = "order"
+# What the router takes as an organization name for X-HF-Bill-To.
+_ORG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _SECRET_KEYS = frozenset({"token", "api_key", "hf_token", "key", "secret", "password", "authorization"})
 _EXTRA_TABLES = frozenset({"sim"})
 
@@ -256,12 +296,59 @@ def load_job_file(path: Path) -> dict[str, Any]:
                 raise JobSpecError(f"{source}: key 'sim': expected a table")
             values["sim"] = value
             continue
+        if key == "providers" and isinstance(value, dict):
+            order, values["provider_settings"] = _provider_tables(source, value, path.parent)
+            if order is not None:
+                values["providers"] = order
+            continue
         f = _BY_KEY.get(key)
         if f is None:
             raise _unknown_key(source, key)
         values[key] = _coerce(source, f, value, path.parent)
     values["source"] = source
     return values
+
+
+def _provider_tables(
+    source: str, table: dict[str, Any], base: Path
+) -> tuple[tuple[str, ...] | None, dict[str, ProviderSettings]]:
+    """Read `[providers]` in table form: the order (`providers.order`) and one ProviderSettings per provider."""
+    order: tuple[str, ...] | None = None
+    settings: dict[str, ProviderSettings] = {}
+    for name, raw in table.items():
+        if name == ORDER_KEY and not isinstance(raw, dict):
+            order = _coerce(source, replace(_BY_KEY["providers"], key=f"providers.{ORDER_KEY}"), raw, base)
+            continue
+        if not isinstance(raw, dict):
+            raise JobSpecError(
+                f"{source}: key 'providers.{name}': expected a table of that provider's settings "
+                f"([providers.{name}]), or 'providers.{ORDER_KEY}' for the order"
+            )
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            f = _PROVIDER_KEYS.get(key)
+            if f is None:
+                close = difflib.get_close_matches(key, list(_PROVIDER_KEYS), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                known = ", ".join(_PROVIDER_KEYS)
+                raise JobSpecError(f"{source}: unknown key 'providers.{name}.{key}'{hint}; a provider takes {known}")
+            values[key] = _coerce(source, replace(f, key=f"providers.{name}.{key}"), value, base)
+        try:
+            settings[name] = ProviderSettings(**values)
+        except ValueError as exc:
+            raise JobSpecError(f"{source}: table 'providers.{name}': {exc}") from None
+    return order, settings
+
+
+def _check_spec(spec: JobSpec) -> None:
+    """Checks across settings, once they are merged."""
+    source = spec.source
+    if (spec.price_in is None) != (spec.price_out is None):
+        raise JobSpecError(f"{source}: keys 'price_in' and 'price_out' are set together (a cost needs both)")
+    if spec.bill_to is not None and not _ORG_NAME.fullmatch(spec.bill_to):
+        raise JobSpecError(
+            f"{source}: key 'bill_to': {spec.bill_to!r} is not an organization name (letters, digits, '-', '_', '.')"
+        )
 
 
 def build_spec(file_values: dict[str, Any], flag_values: dict[str, Any]) -> JobSpec:
@@ -280,6 +367,7 @@ def build_spec(file_values: dict[str, Any], flag_values: dict[str, Any]) -> JobS
     spec = JobSpec(**{k: v for k, v in merged.items() if k in known and v is not None})
     if spec.output.suffix not in (".jsonl", ".parquet"):
         raise JobSpecError(f"{source}: key 'output': {spec.output} must end in .jsonl or .parquet")
+    _check_spec(spec)
     return spec
 
 

@@ -13,10 +13,11 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from hfbatch import defaults
 from hfbatch.errors import APIError, RateLimitError
+from hfbatch.pricing import Price, count_billed
 from hfbatch.stats import RunStats
 from hfbatch.wire import ChatResult
 
@@ -109,8 +110,11 @@ class ProviderPool:
         breaker_threshold: int = defaults.BREAKER_THRESHOLD,
         breaker_cooldown: float = defaults.BREAKER_COOLDOWN,
         breaker_max_trips: int = defaults.BREAKER_MAX_TRIPS,
+        prices: Mapping[str, Price | None] | None = None,
     ) -> None:
         self.stats = stats
+        #: Each provider's price (None: unknown), for the cost of what it bills.
+        self.prices: Mapping[str, Price | None] = prices or {}
         self._states = {p: _State(per_provider) for p in providers}
         self._clock = clock
         self._scale = time_scale
@@ -118,7 +122,7 @@ class ProviderPool:
         self._cooldown = breaker_cooldown
         self._max_trips = breaker_max_trips
         for p in providers:
-            stats.provider(p)
+            stats.provider(p).priced = self.prices.get(p) is not None
 
     def _state(self, provider: str) -> _State:
         return self._states[provider]
@@ -170,8 +174,7 @@ class ProviderPool:
         st.requests += 1
         st.successes += 1
         st.latency.add(result.latency)
-        st.prompt_tokens += result.prompt_tokens or 0
-        st.completion_tokens += result.completion_tokens or 0
+        count_billed(st, result, self.prices.get(provider))
 
     def on_failure(self, provider: str, error: APIError, latency: float) -> None:
         """Count the failure; shrink the limit on 429, pause on Retry-After, trip the breaker."""
@@ -179,6 +182,8 @@ class ProviderPool:
         st = self.stats.provider(provider)
         st.requests += 1
         st.failures[error.kind] += 1
+        if isinstance(error.billed, ChatResult):  # a whole reply that failed the row is billed too
+            count_billed(st, error.billed, self.prices.get(provider))
         now = self._clock()
         if isinstance(error, RateLimitError):
             # Requests sent before the last cut saw the old limit; only later ones may cut again.

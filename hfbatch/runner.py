@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from hfbatch.client import HuggingFaceAPI
-from hfbatch.credentials import token_for, token_hint
-from hfbatch.errors import APIError, AuthenticationError, ExitCode, ModelNotSupportedError, RunError, UsageError
+from hfbatch.errors import APIError, AuthenticationError, ExitCode, RunError, UsageError
+from hfbatch.failfast import FailFast, refused_everywhere
 from hfbatch.failover import call_with_failover
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
 from hfbatch.jobspec import JobSpec
 from hfbatch.outputs import OutputFiles, error_record, open_output, result_record
 from hfbatch.outputs.records import check_writable
+from hfbatch.preflight import open_client, plan_run
+from hfbatch.pricing import reply_cost
 from hfbatch.provider_pool import ProviderPool
-from hfbatch.retry import RetryPolicy, env_time_scale
+from hfbatch.retry import env_time_scale
 from hfbatch.stats import RunStats
 from hfbatch.wire import ChatResult
 
@@ -70,34 +72,6 @@ async def _collect(stream: AsyncIterator[str | ChatResult]) -> ChatResult:
     raise AssertionError("stream() ends with its result")
 
 
-@contextlib.asynccontextmanager
-async def _client_for(spec: JobSpec, scale: float) -> AsyncIterator[HuggingFaceAPI]:
-    """The client, pointed at an in-process simulated server when the job has a [sim] table."""
-    policy = RetryPolicy(max_retries=spec.max_retries, time_scale=scale)
-    kw: dict[str, Any] = {
-        "timeout": spec.timeout,
-        "idle_timeout": spec.idle_timeout,
-        "retry": policy,
-        "api_key_env": spec.api_key_env,
-    }
-    if spec.sim is None:
-        token = token_for(spec.api_base, spec.hub_url, spec.api_key_env)
-        api = HuggingFaceAPI(token, api_base=spec.api_base, hub_url=spec.hub_url, **kw)
-        if api.uses_hub and not token:
-            raise AuthenticationError(f"no token: {token_hint(spec.api_key_env)}")
-        async with api:
-            yield api
-        return
-    from hfbatch.sim import SimServer, sim_config_from_dict
-
-    config = sim_config_from_dict(spec.sim, f"{spec.source} [sim]")
-    async with (
-        SimServer(config) as sim,
-        HuggingFaceAPI(config.token, api_base=sim.api_base, hub_url=sim.hub_url, **kw) as api,
-    ):
-        yield api
-
-
 async def run_job(
     spec: JobSpec,
     *,
@@ -107,6 +81,9 @@ async def run_job(
     progress: Callable[[RunStats], None] | None = None,
 ) -> RunReport:
     """Run a job to the end (or until stopped) and return its report; raise UsageError on bad input."""
+    if spec.dry_run:
+        # A dry run promises no request: never let the flag through to a real run.
+        raise UsageError("dry_run is set: hfbatch.dry_run(spec) makes a dry run; run_job sends requests")
     started = time.monotonic()
     control = control or RunControl()
     stats = RunStats()
@@ -150,11 +127,17 @@ async def _run_files(
     done = IdSet()
     files.load_done(done)
     scale = env_time_scale()
-    async with _client_for(spec, scale) as api:
-        providers = list(spec.providers) or await _providers(api, spec.model)
-        model = api.get_model(spec.model)
+    async with open_client(spec, scale) as api:
+        # Every check that needs no row, before the first request: endpoint, model, provider names, prices.
+        plan = await plan_run(api, spec, time_scale=scale)
+        providers, model = plan.providers, plan.model
+        stats.pricing = plan.pricing()
         pool = ProviderPool(
-            providers, stats, per_provider=spec.provider_concurrency or spec.concurrency, time_scale=scale
+            providers,
+            stats,
+            per_provider=spec.provider_concurrency or spec.concurrency,
+            time_scale=scale,
+            prices=plan.prices,
         )
         files.start(settings, fingerprint)
         run = _Run(spec, api, model, providers, pool, stats, done, control, progress)
@@ -167,20 +150,6 @@ async def _run_files(
         report = _report(spec, stats, providers, started, code, message)
         files.write_stats(report.stats)
         return report
-
-
-async def _providers(api: HuggingFaceAPI, model: str) -> list[str]:
-    """The providers the Hub maps `model` to; a model nobody serves is a usage error, a Hub failure a RunError."""
-    try:
-        return await api.providers_for(model)
-    except ModelNotSupportedError as exc:
-        raise UsageError(f"{exc.message}; nothing was sent") from exc
-    except AuthenticationError:
-        raise
-    except APIError as exc:
-        raise RunError(
-            f"cannot ask the Hub which providers serve {model}: {exc}; nothing was sent, rerun later"
-        ) from exc
 
 
 def _report(
@@ -226,6 +195,9 @@ class _Run:
         self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
         #: Why the run stopped early because no provider was left, if it did.
         self.all_out: str | None = None
+        #: Watches the first rows for a systematic mistake (every one failing alike); not on a resume
+        #: of an output that holds results: these settings have worked.
+        self.fail_fast = FailFast(enabled=not done)
 
     async def execute(self, reader: InputReader, files: OutputFiles) -> tuple[ExitCode, str | None]:
         """Run every row; return the exit code and, when it stopped early, why."""
@@ -251,7 +223,12 @@ class _Run:
             stopped = ExitCode.ERROR, f"stopped: {group.exceptions[0]}; results so far are kept"
         if stopped is not None:
             return stopped
+        if self.fail_fast.reason is not None:
+            return ExitCode.USAGE, self.fail_fast.reason
         if self.all_out is not None:
+            refused = refused_everywhere({p: self.pool.why_out(p) for p in self.providers})
+            if refused is not None and not self.stats.rows_done:
+                return ExitCode.USAGE, refused  # no provider takes this request: a setting is wrong
             return ExitCode.FAILED_ROWS, self.all_out
         if self.control.draining.is_set():
             return ExitCode.INTERRUPTED, "stopped before the end; rerun the same command to resume"
@@ -299,6 +276,7 @@ class _Run:
                     stats.rows_skipped += 1
                 else:
                     stats.rows_seen = n
+                    self.fail_fast.row_read(item.index)
                     await self.queue.put(item)
                     continue
             if n % 512 == 0:
@@ -311,6 +289,8 @@ class _Run:
     def _bad(self, index: int, where: str, row_id: Any, reason: str) -> None:
         self.files.add_error(error_record(index, where, row_id, UsageError(reason)))
         self.stats.rows_bad += 1
+        if self.fail_fast.bad_row(index, reason):
+            self.control.request_stop()
         self.progress(self.stats)
 
     async def _work(self) -> None:
@@ -355,12 +335,16 @@ class _Run:
         except APIError as exc:
             self.files.add_error(error_record(row.index, f"row {row.index}", row.id, exc))
             self.stats.rows_failed += 1
+            if self.fail_fast.failed_row(row.index, exc):
+                self.control.request_stop()
             if self.all_out is None and self.pool.all_out():
                 # Every later row would fail the same way: stop, and leave them for a rerun.
                 reasons = "; ".join(f"{p}: {self.pool.why_out(p)}" for p in self.providers)
                 self.all_out = f"every provider is out for this run ({reasons}); rerun later to retry the rest"
                 self.control.request_stop()
         else:
-            self.files.add_result(result_record(row.id, result, row.keep))
+            cost = reply_cost(result, self.pool.prices.get(result.provider or ""))
+            self.files.add_result(result_record(row.id, result, row.keep, cost_usd=cost))
             self.stats.rows_done += 1
+            self.fail_fast.row_ok()
         self.progress(self.stats)

@@ -69,15 +69,20 @@ class ProviderStats:
     """What one provider did during a run."""
 
     __slots__ = (
+        "billed_replies",
         "breaker_trips",
         "completion_tokens",
+        "cost_usd",
         "failovers_out",
         "failures",
         "latency",
+        "priced",
         "prompt_tokens",
+        "replies_without_usage",
         "requests",
         "retries",
         "successes",
+        "unpriced_replies",
     )
 
     def __init__(self) -> None:
@@ -87,9 +92,15 @@ class ProviderStats:
         self.retries = 0
         self.failovers_out = 0
         self.breaker_trips = 0
-        self.prompt_tokens = 0
+        self.prompt_tokens = 0  # of billed replies (whole 2xx replies, failed ones too)
         self.completion_tokens = 0
         self.latency = LatencyHistogram()
+        # Money (pricing.count_billed keeps these): whole 2xx replies are billed, failed ones too.
+        self.billed_replies = 0
+        self.replies_without_usage = 0  # billed for tokens nobody reported: cost is a lower bound
+        self.unpriced_replies = 0  # billed at a price nobody knows: cost is unknown
+        self.cost_usd = 0.0
+        self.priced = False  # whether this provider's price is known
 
     def merge(self, other: ProviderStats) -> None:
         """Add another provider's counts (for the overall column)."""
@@ -102,6 +113,17 @@ class ProviderStats:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.latency.merge(other.latency)
+        self.billed_replies += other.billed_replies
+        self.replies_without_usage += other.replies_without_usage
+        self.unpriced_replies += other.unpriced_replies
+        self.cost_usd += other.cost_usd
+
+    @property
+    def cost(self) -> float | None:
+        """USD billed, or None when a billed reply's price (or this provider's) is unknown."""
+        if not self.priced or self.unpriced_replies:
+            return None
+        return self.cost_usd
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of these counts."""
@@ -115,6 +137,11 @@ class ProviderStats:
             "latency_s": self.latency.summary(),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "billed_replies": self.billed_replies,
+            "replies_without_usage": self.replies_without_usage,
+            "cost_usd": self.cost,
+            # False when the cost is unknown, or a lower bound (replies billed without usage).
+            "cost_exact": self.cost is not None and not self.replies_without_usage,
         }
 
 
@@ -129,6 +156,8 @@ class RunStats:
         self.rows_bad = 0  # bad input rows, sent to the errors file
         self.rows_seen = 0
         self.rows_total: int | None = None  # the input's size when known up front, for ETA
+        #: What the router publishes and which prices apply (preflight.RunPlan.pricing), for the stats file.
+        self.pricing: dict[str, Any] | None = None
 
     def provider(self, name: str) -> ProviderStats:
         """The stats of `name`, created on first use."""
@@ -138,8 +167,9 @@ class RunStats:
         return stats
 
     def overall(self) -> ProviderStats:
-        """The sum over providers."""
+        """The sum over providers (its cost is unknown when any billed reply's price is)."""
         total = ProviderStats()
+        total.priced = True
         for stats in self.providers.values():
             total.merge(stats)
         return total
@@ -160,6 +190,7 @@ class RunStats:
             "rows_per_second": round(processed / wall_time, 2) if wall_time > 0 else None,
             "overall": self.overall().to_dict(),
             "providers": {name: s.to_dict() for name, s in self.providers.items()},
+            **({"pricing": self.pricing} if self.pricing is not None else {}),
         }
 
 
@@ -167,10 +198,20 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f}"
 
 
+def _usd(s: dict[str, Any]) -> str:
+    """A cost cell: '?' when unknown, '+' after a lower bound."""
+    cost = s.get("cost_usd")
+    if cost is None:
+        return "?"
+    text = f"{cost:.6f}" if cost < 1 else f"{cost:.2f}"
+    return text + ("" if s.get("cost_exact", True) else "+")
+
+
 def format_table(data: dict[str, Any]) -> str:
     """A compact text table of a stats dict, one line per provider and one overall."""
     head = f"{'provider':<16} {'reqs':>7} {'ok':>7} {'402':>5} {'429':>5} {'4xx':>5} {'5xx':>5} {'t/o':>5} "
     head += f"{'conn':>5} {'malf':>5} {'retry':>6} {'f/o':>5} {'trips':>5} {'p50ms':>6} {'p95ms':>6} {'p99ms':>6}"
+    head += f" {'cost$':>10}"
     lines = [head]
     rows = [*data["providers"].items(), ("(all)", data["overall"])]
     for name, s in rows:
@@ -180,7 +221,7 @@ def format_table(data: dict[str, Any]) -> str:
             f"{name[:16]:<16} {s['requests']:>7} {s['successes']:>7} {f['402']:>5} {f['429']:>5} "
             f"{f['4xx'] + f['401']:>5} {f['5xx']:>5} {f['timeout']:>5} {f['connection']:>5} {f['malformed']:>5} "
             f"{s['retries']:>6} {s['failovers_out']:>5} {s['breaker_trips']:>5} "
-            f"{_ms(lat['p50']):>6} {_ms(lat['p95']):>6} {_ms(lat['p99']):>6}"
+            f"{_ms(lat['p50']):>6} {_ms(lat['p95']):>6} {_ms(lat['p99']):>6} {_usd(s):>10}"
         )
     r = data["rows"]
     lines.append(
@@ -188,4 +229,16 @@ def format_table(data: dict[str, Any]) -> str:
         f"{r['skipped_already_done']} already done; {data['wall_time_s']:.1f}s, "
         f"{data['rows_per_second'] or 0:.1f} rows/s"
     )
+    lines.append(_cost_line(data["overall"]))
     return "\n".join(lines)
+
+
+def _cost_line(overall: dict[str, Any]) -> str:
+    """What the run cost, and why the figure is unknown or a lower bound when it is."""
+    cost = overall.get("cost_usd")
+    if cost is None:
+        return "cost: unknown (no price for a provider that billed replies; set price_in and price_out)"
+    line = f"cost: ${cost:.6f} for {overall.get('billed_replies', 0)} billed replies"
+    if without := overall.get("replies_without_usage"):
+        line += f" (at least: {without} replies came without usage)"
+    return line

@@ -132,13 +132,30 @@ class OutputFiles:
                     os.replace(kept, kept.with_name(kept.name + ".bak"))
             manifest.remove_outputs([p.errors, p.stats, p.manifest])
             return
-        if manifest.check_manifest(p.output, settings, fingerprint, force=force) or force:
+        try:
+            resuming = manifest.check_manifest(p.output, settings, fingerprint, force=force)
+        except UsageError:
+            if self._holds_results():
+                raise
+            # Nothing was written under the old settings (every row failed, or the run stopped first):
+            # a rerun with corrected ones needs no --restart; `start` records the new manifest.
+            return
+        if resuming or force:
             return
         if p.output.exists() or p.journal.exists():
             raise UsageError(
                 f"{p.output} exists but was not written by hfbatch (no manifest beside it); "
                 "use --restart to replace it or --force to add to it"
             )
+
+    def _holds_results(self) -> bool:
+        """True when the output or its journal holds at least one result."""
+        p = self.paths
+        if not any(f.exists() and f.stat().st_size for f in (p.output, p.journal)):
+            return False
+        found = IdSet()
+        self.load_done(found)
+        return bool(found)
 
     def load_done(self, ids: IdSet) -> None:
         """Add every id earlier runs finished (in the output, and in a journal a crash left) to `ids`."""

@@ -118,6 +118,7 @@ OWN_COLUMNS: dict[str, ColumnType] = {
     "model": STRING,
     "attempts": INT64,
     "latency_s": FLOAT64,
+    "cost_usd": FLOAT64,
 }
 
 

@@ -15,8 +15,13 @@ from hfbatch.wire import ChatResult
 __all__ = ["check_writable", "error_record", "result_record"]
 
 
-def result_record(row_id: str | int, result: ChatResult, keep: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The output record of a finished row, with the input columns the user kept."""
+def result_record(
+    row_id: str | int, result: ChatResult, keep: dict[str, Any] | None = None, *, cost_usd: float | None = None
+) -> dict[str, Any]:
+    """The output record of a finished row, with the input columns the user kept.
+
+    `cost_usd` is what the reply cost (`pricing.reply_cost`): None when the price or its usage is unknown.
+    """
     record: dict[str, Any] = {
         "id": row_id,
         "output": result.text,
@@ -27,6 +32,7 @@ def result_record(row_id: str | int, result: ChatResult, keep: dict[str, Any] | 
         "model": result.model,
         "attempts": result.attempts,
         "latency_s": round(result.latency, 4),
+        "cost_usd": cost_usd,
     }
     if keep:
         record.update(keep)

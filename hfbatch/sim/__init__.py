@@ -35,7 +35,8 @@ escaped in the content), deep (an extra field `x_trace` nested `depth` levels), 
 
 Counters (`SimServer` / `SimState`): counts() ({provider: {requests, by_outcome, and
 max_in_flight for a provider with limits}}), max_in_flight(), billing(), paid_twice(),
-paid_keys(), requests, hub_requests, reset_counts(). A capacity 429 counts as 429 in by_outcome.
+paid_keys(), requests, request_headers (without Authorization), hub_requests, reset_counts().
+A capacity 429 counts as 429 in by_outcome.
 """
 
 from __future__ import annotations

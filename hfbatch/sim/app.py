@@ -172,7 +172,7 @@ class _Handlers:
         if problem is not None:
             return _json(validation_error(problem), 422, headers)
 
-        fault = self.state.admit(provider, body)
+        fault = self.state.admit(provider, body, request.headers)
         answer = answers.answer_for(body, provider)
         grant = self.state.acquire(provider, answer.total_tokens)
         headers = {"x-inference-provider": provider.name, **headers, **grant.headers}

@@ -78,6 +78,11 @@ class SimServer:
         """The last 200 routed chat request bodies, each with the provider that got it."""
         return self.state.requests
 
+    @property
+    def request_headers(self) -> deque[dict[str, str]]:
+        """The headers of those requests, in the same order, without Authorization."""
+        return self.state.request_headers
+
     def counts(self) -> dict[str, dict[str, Any]]:
         """A JSON-able snapshot: {provider: {"requests": n, "by_outcome": {outcome: n}}}."""
         return self.state.counts()

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,8 @@ class SimState:
         self.stats: dict[str, ProviderCounts] = {}
         self.hub_requests = 0
         self.requests: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_LOGGED_REQUESTS)
+        #: The headers of the logged requests, in the same order, without Authorization (never logged).
+        self.request_headers: deque[dict[str, str]] = deque(maxlen=MAX_LOGGED_REQUESTS)
         self._mapping_requests = 0
         self._rngs: dict[str, random.Random] = {}
         self._lock = threading.Lock()
@@ -64,6 +66,7 @@ class SimState:
             self.hub_requests = 0
             self._mapping_requests = 0
             self.requests.clear()
+            self.request_headers.clear()
             self._rngs = {name: random.Random(f"{self.config.seed}:{name}") for name in names}
 
     def counts(self) -> dict[str, dict[str, Any]]:
@@ -134,12 +137,15 @@ class SimState:
         with self._lock:
             return self._ledger.paid_keys()
 
-    def admit(self, provider: SimProvider, body: dict[str, Any]) -> Fault | None:
+    def admit(
+        self, provider: SimProvider, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> Fault | None:
         """Count a routed request and decide, synchronously so order is arrival order, its fault."""
         with self._lock:
             stats = self.stats.setdefault(provider.name, ProviderCounts())
             stats.requests += 1
             self.requests.append((provider.name, body))
+            self.request_headers.append({k: v for k, v in (headers or {}).items() if k.lower() != "authorization"})
             rng = self._rngs.setdefault(provider.name, random.Random(f"{self.config.seed}:{provider.name}"))
             hit: Fault | None = None
             for fault in provider.faults:
