@@ -40,15 +40,24 @@ def _schema_name(spec: dict[str, Any], path: Path) -> str:
     return (_NAME_CHARS.sub("_", str(raw)).strip("_") or "output")[:_MAX_NAME]
 
 
-@functools.lru_cache(maxsize=8)
 def load_response_format(value: str) -> dict[str, Any]:
     """The `response_format` to send for `json` or a schema file; JobSpecError when the file is unusable.
 
     The file holds a JSON Schema, or OpenAI's `json_schema` object (`{"name", "schema", "strict"}`),
-    or a whole `response_format`.
+    or a whole `response_format`. It is read once while it stays the same.
     """
     if value == "json":
         return dict(JSON_OBJECT)
+    try:
+        st = Path(value).stat()
+        version: tuple[int, int] = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        version = (0, 0)  # _load says why it cannot be read
+    return _load(value, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(value: str, version: tuple[int, int]) -> dict[str, Any]:
     path = Path(value)
     where = f"key 'response_format': {path}"
     try:

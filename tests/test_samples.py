@@ -220,3 +220,16 @@ async def test_n_samples_with_a_schema_keep_the_valid_ones_across_attempts(sim: 
     for rec in records(spec.output):
         assert len(rec["outputs"]) == 3
         assert all(schema_errors(json.loads(o), SCHEMA) == [] for o in rec["outputs"])
+
+
+@pytest.mark.parametrize("sim_config", [one_model(SimProvider("p1", reject_n=True))], indirect=True)
+async def test_samples_from_several_requests_make_one_response_body(sim: SimServer, tmp_path: Path) -> None:
+    """With --keep-response, n samples taken one per request are one chat.completion: n choices, usage summed."""
+    spec = spec_for(sim, tmp_path, rows=4, n=3, seed=3, keep_response=True)
+    assert (await run_job(spec)).exit_code is ExitCode.OK
+    for rec in records(spec.output):
+        body = rec["response"]
+        assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+        assert [c["message"]["content"] for c in body["choices"]] == rec["outputs"]
+        assert body["usage"]["completion_tokens"] == rec["completion_tokens"]
+        assert body["usage"]["prompt_tokens"] == rec["prompt_tokens"]
