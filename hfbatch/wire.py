@@ -128,10 +128,12 @@ def parse_completion(raw: bytes, provider: str | None, model: str, *, keep_raw: 
         if "error" in data:
             raise _error_in_body(data, provider)
         raise MalformedResponseError("reply has no choices", provider=provider)
-    if not isinstance(choices, list):
+    choice = choices[0] if isinstance(choices, list) else None
+    if not isinstance(choice, dict):
         raise MalformedResponseError("reply's choices are not a list of objects", provider=provider)
-    choice = choices[0]
-    message = _message_of(choice, provider)
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise MalformedResponseError("reply's choice has no message", provider=provider)
     usage = data.get("usage")
     result = ChatResult(
         text=_text_of(message.get("content")),
@@ -140,7 +142,7 @@ def parse_completion(raw: bytes, provider: str | None, model: str, *, keep_raw: 
         completion_tokens=_tokens(usage, "completion_tokens"),
         provider=provider,
         model=model,
-        reasoning=_reasoning_of(message),
+        reasoning=_reasoning_of(message) if "reasoning_content" in message or "reasoning" in message else None,
     )
     if len(choices) > 1:
         result.choices = tuple(_choice_of(c, provider) for c in choices)
@@ -202,6 +204,7 @@ class StreamState:
 
     __slots__ = (
         "_choices",
+        "_first",
         "_keep",
         "_meta",
         "_usage",
@@ -218,7 +221,8 @@ class StreamState:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.done = False
-        self._choices: dict[int, _StreamChoice] = {0: _StreamChoice()}
+        self._first = _StreamChoice()
+        self._choices: dict[int, _StreamChoice] = {0: self._first}
         self._keep = keep_raw
         self._meta: dict[str, Any] = {}
         self._usage: Any = None
@@ -226,7 +230,7 @@ class StreamState:
     @property
     def finish_reason(self) -> str | None:
         """The first choice's finish reason, once a chunk named it."""
-        return self._choices[0].finish_reason
+        return self._first.finish_reason
 
     def feed(self, payload: str) -> str:
         """Take one payload; return the text it adds to the first choice (may be empty)."""
@@ -254,26 +258,40 @@ class StreamState:
         for choice in data.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
-            index = choice.get("index", 0)
-            if type(index) is not int or index < 0:
-                index = 0
-            acc = self._choices.get(index)
-            if acc is None:
-                acc = self._choices[index] = _StreamChoice()
+            index = choice.get("index")
+            if index:  # another choice of a reply with n > 1: kept apart, not shown
+                self._feed_other(index, choice)
+                continue
+            first = self._first
             delta = choice.get("delta") or choice.get("message") or {}
             if isinstance(delta, dict):
-                piece = _text_of(delta.get("content"))
-                if index == 0:
-                    text += piece
-                elif piece:
-                    acc.parts.append(piece)
-                if (reasoning := _reasoning_of(delta)) is not None:
-                    acc.reasoning.append(reasoning)
+                text += _text_of(delta.get("content"))
+                if "reasoning_content" in delta or "reasoning" in delta:
+                    if (reasoning := _reasoning_of(delta)) is not None:
+                        first.reasoning.append(reasoning)
                 if self._keep:
-                    acc.keep(delta, choice)
+                    first.keep(delta, choice)
             if choice.get("finish_reason"):
-                acc.finish_reason = choice["finish_reason"]
+                first.finish_reason = choice["finish_reason"]
         return text
+
+    def _feed_other(self, index: Any, choice: dict[str, Any]) -> None:
+        """Take a chunk of a choice other than the first."""
+        if type(index) is not int or index < 0:
+            index = 0
+        acc = self._choices.get(index)
+        if acc is None:
+            acc = self._choices[index] = _StreamChoice()
+        delta = choice.get("delta") or choice.get("message") or {}
+        if isinstance(delta, dict):
+            if piece := _text_of(delta.get("content")):
+                acc.parts.append(piece)
+            if (reasoning := _reasoning_of(delta)) is not None:
+                acc.reasoning.append(reasoning)
+            if self._keep:
+                acc.keep(delta, choice)
+        if choice.get("finish_reason"):
+            acc.finish_reason = choice["finish_reason"]
 
     def finish(self, text: str) -> ChatResult:
         """The result once the stream ended; a stream that never finished is malformed."""
