@@ -69,9 +69,10 @@ def user(i: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- n samples
 
 
-async def test_n_is_asked_for_natively_and_every_sample_kept(sim: SimServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_n_is_asked_for_natively_and_every_sample_kept(sim: SimServer, tmp_path: Path, stream: bool) -> None:
     """A provider that serves n: one request per row, the N choices in `outputs`, their finish reasons beside."""
-    spec = spec_for(sim, tmp_path, n=3)
+    spec = spec_for(sim, tmp_path, n=3, stream=stream)
     report = await run_job(spec)
     assert report.exit_code is ExitCode.OK
     out = records(spec.output)
