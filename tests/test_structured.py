@@ -263,3 +263,17 @@ def test_stream_state_separates_choices_and_rebuilds_the_completion() -> None:
         {"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
     ]
     assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 9}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "output", "message"),
+    [
+        pytest.param("csv", "out.jsonl", "unknown format 'csv' (choose from jsonl, parquet, openai)", id="unknown"),
+        pytest.param("openai", "out.parquet", "the openai format writes .jsonl files", id="openai-parquet"),
+        pytest.param("parquet", "out.jsonl", "the parquet format writes .parquet files", id="parquet-jsonl"),
+    ],
+)
+def test_output_format_is_checked_against_the_registry_and_the_output(fmt: str, output: str, message: str) -> None:
+    """An unknown output format, or one that cannot write the output's extension, is a job error naming both."""
+    with pytest.raises(JobSpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_spec({}, {"input": "in.jsonl", "output": output, "model": "m", "output_format": fmt})
