@@ -27,10 +27,6 @@ class Routes:
         self._found: dict[str, tuple[str, list[str]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def add(self, name: str, model: str, providers: list[str]) -> None:
-        """Record a model resolved elsewhere (the job's own)."""
-        self._found[name] = (model, providers)
-
     async def resolve(self, name: str) -> tuple[str, list[str]]:
         """The full model id of `name` and its providers in order; raises the APIError that says why not.
 

@@ -39,6 +39,9 @@ from hfbatch.stats import RunStats
 
 __all__ = ["RunControl", "RunReport", "run_job"]
 
+# Rows looked at for a model when the job names none (bad rows before the first good one are skipped).
+_MODEL_SNIFF_ROWS = 100
+
 
 @dataclass(slots=True)
 class RunReport:
@@ -153,10 +156,6 @@ def _check_rows_name_a_model(reader: InputReader, spec: JobSpec) -> None:
             close()
 
 
-# Rows looked at for a model when the job names none (bad rows before the first good one are skipped).
-_MODEL_SNIFF_ROWS = 100
-
-
 async def _run_files(
     spec: JobSpec,
     params: dict[str, Any],
@@ -188,9 +187,8 @@ async def _run_files(
         routes = Routes(api, pool, spec.providers)
         keep_raw = spec.keep_response or files.format.needs_raw
         sender = RowSender(api, pool, api.retry, stream=spec.stream, allow_empty=spec.allow_empty, keep_raw=keep_raw)
-        if model is not None:
-            routes.add(spec.model or model, model, providers)
-            if "response_format" in params and not await sender.structured_providers(model, providers):
+        if model is not None and "response_format" in params:
+            if not await sender.structured_providers(model, providers):
                 raise UsageError(
                     f"no provider of {model} supports structured output ({', '.join(providers)} are marked "
                     "supports_structured_output: false); drop --response-format or pick --providers; nothing was sent"

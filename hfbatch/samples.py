@@ -84,6 +84,9 @@ class RowSender:
         self.single: set[str] = set()
         self._provider_info: Any = None
         self._info_lock = asyncio.Lock()
+        # The job's response_format is one object shared by every row: its check is found once.
+        self._last_format: Any = None
+        self._last_check: OutputCheck | None = None
 
     def attempt(
         self, model: str, messages: Sequence[Message], provider: str, params: dict[str, Any], *, allow_empty: bool
@@ -98,6 +101,11 @@ class RowSender:
                 model, messages, provider=provider, params=params, allow_empty=allow_empty, keep_raw=self.keep_raw
             )
         )
+
+    def _check(self, response_format: Any) -> OutputCheck | None:
+        if response_format is not self._last_format:
+            self._last_format, self._last_check = response_format, check_for(response_format)
+        return self._last_check
 
     async def structured_providers(self, model: str, providers: Sequence[str]) -> list[str]:
         """`providers` without those the router marks `supports_structured_output: false` (asked once a run)."""
@@ -115,7 +123,7 @@ class RowSender:
         """The row's result, failing over between `providers`; raises the APIError that failed it."""
         n = params.get("n")
         n = n if type(n) is int and n > 1 else 1
-        check = check_for(params.get("response_format")) if "response_format" in params else None
+        check = self._check(params["response_format"]) if "response_format" in params else None
         if n == 1 and check is None:
             allow_empty = self.allow_empty
 
