@@ -213,7 +213,15 @@ def sim(host: str, port: int, config_path: str | None) -> None:
 def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     from hfbatch.jobspec import FIELDS
 
-    types: dict[str, Any] = {"int": int, "float": float, "str": str, "url": str, "path": str, "list": str}
+    types: dict[str, Any] = {
+        "int": int,
+        "float": float,
+        "str": str,
+        "url": str,
+        "path": str,
+        "list": str,
+        "schema": str,
+    }
     for field in reversed(FIELDS):
         # Lists are shown as the job file writes them; `run` drops values the user did not give
         # (ParameterSource.DEFAULT), so a default never overrides the job file.

@@ -22,7 +22,6 @@ from hfbatch.credentials import check_url, token_hint, url_label
 from hfbatch.errors import (
     APIError,
     AuthenticationError,
-    EmptyResponseError,
     InputError,
     MalformedResponseError,
     ModelNotSupportedError,
@@ -37,6 +36,7 @@ from hfbatch.sse import SSEDecoder
 from hfbatch.streaming import stream_with_failover
 from hfbatch.version import user_agent
 from hfbatch.wire import ChatResult, StreamState, parse_completion
+from hfbatch.wire import check_not_empty as _checked
 
 __all__ = ["ChatResult", "HuggingFaceAPI", "ProviderMapping"]
 
@@ -226,10 +226,12 @@ class HuggingFaceAPI:
         params: Mapping[str, Any] | None = None,
         api_key: str | None = None,
         allow_empty: bool = True,
+        keep_raw: bool = False,
     ) -> ChatResult:
         """One non-streamed attempt on one provider; raises an APIError on any failure.
 
-        With `allow_empty` false, a reply with no text raises EmptyResponseError.
+        With `allow_empty` false, a reply with neither text nor reasoning raises EmptyResponseError;
+        with `keep_raw`, the result keeps the reply's body and request id.
         """
         body: dict[str, Any] = {"model": self.wire_model(model, provider), "messages": messages}
         if params:
@@ -243,7 +245,10 @@ class HuggingFaceAPI:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise _status_error(resp, raw, provider)
-            return _checked(parse_completion(raw, provider, model), allow_empty)
+            result = parse_completion(raw, provider, model, keep_raw=keep_raw)
+            if keep_raw:
+                result.request_id = resp.headers.get("x-request-id")
+            return _checked(result, allow_empty)
 
     async def stream(
         self,
@@ -254,8 +259,9 @@ class HuggingFaceAPI:
         params: Mapping[str, Any] | None = None,
         api_key: str | None = None,
         allow_empty: bool = True,
+        keep_raw: bool = False,
     ) -> AsyncIterator[str | ChatResult]:
-        """One streamed attempt: yields text chunks, then the ChatResult (EmptyResponseError as `complete`)."""
+        """One streamed attempt: yields text chunks, then the ChatResult (`allow_empty`, `keep_raw` as `complete`)."""
         body: dict[str, Any] = {"model": self.wire_model(model, provider), "messages": messages}
         if params:
             body.update(params)
@@ -263,7 +269,7 @@ class HuggingFaceAPI:
         body.setdefault("stream_options", {"include_usage": True})
         data = _encode_body(body)
         headers = self._headers(api_key, stream=True, required=self.uses_hub)
-        state = StreamState(provider, model)
+        state = StreamState(provider, model, keep_raw=keep_raw)
         decoder = SSEDecoder()
         parts: list[str] = []
         started = time.monotonic()
@@ -283,7 +289,8 @@ class HuggingFaceAPI:
                     raise _status_error(resp, await _by(deadline, resp.read()), provider)
                 if "event-stream" not in resp.headers.get("Content-Type", "event-stream"):
                     # A server that ignored "stream": answer with the whole reply at once.
-                    result = _checked(parse_completion(await _by(deadline, resp.read()), provider, model), allow_empty)
+                    whole = parse_completion(await _by(deadline, resp.read()), provider, model, keep_raw=keep_raw)
+                    result = _checked(whole, allow_empty)
                     yield result.text
                     yield result
                     return
@@ -299,6 +306,8 @@ class HuggingFaceAPI:
                         parts.append(text)
                         yield text
             result = _checked(state.finish("".join(parts)), allow_empty)
+            if keep_raw:
+                result.request_id = resp.headers.get("x-request-id")
         result.latency = time.monotonic() - started
         yield result
 
@@ -393,17 +402,6 @@ def _encode_body(body: dict[str, Any]) -> bytes:
     # A lone UTF-16 surrogate (valid in JSON, not in UTF-8) can only sit inside a JSON string:
     # backslashreplace writes it as its \\udcXX escape, so the server reads the same string.
     return text.encode("utf-8", "backslashreplace")
-
-
-def _checked(result: ChatResult, allow_empty: bool) -> ChatResult:
-    """The result, unless its text is empty and that is not allowed (then EmptyResponseError)."""
-    if not allow_empty and not result.text:
-        error = EmptyResponseError(
-            f"the reply has no text (finish_reason {result.finish_reason!r})", provider=result.provider
-        )
-        error.billed = result  # a whole 2xx reply: the provider bills it all the same
-        raise error
-    return result
 
 
 async def _by(deadline: float, awaitable: Awaitable[_T]) -> _T:

@@ -14,12 +14,14 @@ The tree::
         ├── PermissionDeniedError   403: the token may not use this provider or model
         ├── ModelNotSupportedError  404, 400 `model_not_supported`, or no provider mapping
         ├── BadRequestError         400/422 and other 4xx: the request is wrong everywhere
+        │   └── SamplingNotSupportedError  400 to `n` > 1: ask that provider one sample at a time
         ├── RateLimitError          429, with `retry_after` when the server said
         ├── ServerError             5xx
         ├── APITimeoutError         the attempt's deadline or the stream's idle timeout passed
         ├── TransportError          connection refused, reset or dropped
         ├── MalformedResponseError  a body that is not the protocol: bad JSON, truncated stream
-        └── EmptyResponseError      a whole reply with no text in it
+        ├── EmptyResponseError      a whole reply with no text in it
+        └── InvalidOutputError      a reply that is not the JSON its response_format asked for
 
 This module imports nothing from hfbatch: every other module may import it. Building
 these errors from HTTP replies and aiohttp exceptions is `hfbatch.http_errors`' job.
@@ -40,6 +42,7 @@ __all__ = [
     "FailureKind",
     "HfbatchError",
     "InputError",
+    "InvalidOutputError",
     "JobSpecError",
     "LockedError",
     "MalformedResponseError",
@@ -48,6 +51,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RunError",
+    "SamplingNotSupportedError",
     "ServerError",
     "TransportError",
     "UsageError",
@@ -78,6 +82,7 @@ class FailureKind(enum.StrEnum):
     CONNECTION = "connection"
     MALFORMED = "malformed"
     EMPTY = "empty"
+    INVALID_OUTPUT = "invalid_output"  # not the JSON the response_format asked for
     INPUT = "input"  # a bad input row; never an attempt
 
     @property
@@ -87,7 +92,14 @@ class FailureKind(enum.StrEnum):
 
 
 _TRANSIENT = frozenset(
-    {FailureKind.SERVER, FailureKind.TIMEOUT, FailureKind.CONNECTION, FailureKind.MALFORMED, FailureKind.EMPTY}
+    {
+        FailureKind.SERVER,
+        FailureKind.TIMEOUT,
+        FailureKind.CONNECTION,
+        FailureKind.MALFORMED,
+        FailureKind.EMPTY,
+        FailureKind.INVALID_OUTPUT,
+    }
 )
 #: The kinds a provider's attempts are counted under, in the stats file's order.
 ATTEMPT_KINDS = tuple(k for k in FailureKind if k is not FailureKind.INPUT)
@@ -197,6 +209,10 @@ class BadRequestError(APIError):
     kind = FailureKind.CLIENT
 
 
+class SamplingNotSupportedError(BadRequestError):
+    """A 400 refusing `n` > 1: that provider is asked again at once, for one sample per request."""
+
+
 class RateLimitError(APIError):
     """429: too many requests; `retry_after` holds the server's delay in seconds, if any."""
 
@@ -235,3 +251,21 @@ class EmptyResponseError(APIError):
     """A whole reply whose text is empty (content null or ""): retried unless empty results are allowed."""
 
     kind = FailureKind.EMPTY
+
+    def __init__(self, message: str, *, billed: Any = None, **kw: Any) -> None:
+        #: The reply (a `ChatResult`): it was whole, so it was billed.
+        self.billed = billed
+        super().__init__(message, **kw)
+
+
+class InvalidOutputError(APIError):
+    """A whole reply that does not parse as JSON or breaks the schema asked for: retried like a 5xx.
+
+    The reply was billed: `billed` holds it (a `ChatResult`), so cost accounting can count it.
+    """
+
+    kind = FailureKind.INVALID_OUTPUT
+
+    def __init__(self, message: str, *, billed: Any = None, **kw: Any) -> None:
+        self.billed = billed
+        super().__init__(message, **kw)

@@ -32,7 +32,7 @@ class JobField:
     """One setting as the job file and the CLI see it: key, kind, help, default, range."""
 
     key: str
-    kind: str  # str | url | path | int | float | bool | list
+    kind: str  # str | url | path | int | float | bool | list | schema ("json" or a path)
     help: str
     default: Any = None
     minimum: float | None = None
@@ -78,7 +78,12 @@ class JobSpec:
 
     input: Path = setting("path", "Input file: .jsonl, .jsonl.gz, .parquet or a folder of .parquet parts.")
     output: Path = setting("path", "Output file: .jsonl or .parquet (by extension).")
-    model: str = setting("str", "Model id or alias, e.g. meta-llama/Llama-3.3-70B-Instruct.", in_manifest=True)
+    model: str | None = setting(
+        "str",
+        "Model id or alias, e.g. meta-llama/Llama-3.3-70B-Instruct (default: each OpenAI batch line's body.model).",
+        None,
+        in_manifest=True,
+    )
     providers: tuple[str, ...] = setting(
         "list", "Providers to try, in order (comma-separated). Default: the Hub's live ones.", ()
     )
@@ -105,12 +110,27 @@ class JobSpec:
         f"/proc, /sys or /dev; at most {defaults.MAX_IMAGE_BYTES // 2**20} MiB). Default: off.",
         None,
     )
+    keep_prompt: bool = setting(
+        "bool", "Store each row's prompt in the output ('prompt', or 'messages' for anything but one user turn).", False
+    )
+    keep_response: bool = setting(
+        "bool", "Store each reply's whole chat.completion (tool calls, logprobs, usage) as 'response'.", False
+    )
     max_tokens: int | None = setting(
         "int", "Maximum tokens to generate per row.", defaults.DEFAULT_MAX_TOKENS, minimum=1, in_manifest=True
     )
     temperature: float | None = setting("float", "Sampling temperature.", None, minimum=0, in_manifest=True)
     top_p: float | None = setting("float", "Nucleus sampling probability.", None, minimum=0, in_manifest=True)
     seed: int | None = setting("int", "Sampling seed, for providers that honour it.", None, in_manifest=True)
+    n: int | None = setting(
+        "int", "Samples per row; with more than 1 the output has 'outputs', a list.", None, minimum=1, in_manifest=True
+    )
+    response_format: str | None = setting(
+        "schema",
+        "Structured output: 'json' (any JSON object) or a JSON Schema file; every reply is checked against it.",
+        None,
+        in_manifest=True,
+    )
     max_input_length: int = setting(
         "int",
         "Trim prompts longer than this many characters, text plus 16 per message (0: never): drop the oldest "
@@ -148,6 +168,12 @@ class JobSpec:
     )
     errors: Path | None = setting("path", "Where failed rows go (default: <output>.errors.jsonl).", None)
     stats: Path | None = setting("path", "Where stats go (default: <output>.stats.json).", None)
+    output_format: str | None = setting(
+        "str",
+        "Output format: jsonl, parquet, or openai (OpenAI Batch API output lines, .jsonl). Default: by extension.",
+        None,
+        in_manifest=True,
+    )
     grace: float = setting(
         "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", defaults.DEFAULT_GRACE, minimum=0
     )
@@ -172,25 +198,37 @@ class JobSpec:
         """The files of this job's output (nothing is opened or checked)."""
         from hfbatch.outputs.files import OutputFiles
 
-        return OutputFiles(self.output, errors=self.errors, stats=self.stats)
+        return OutputFiles(self.output, errors=self.errors, stats=self.stats, format=self.output_format)
 
     def provider(self, name: str) -> ProviderSettings:
         """The settings of provider `name` (its `[providers.NAME]` table, or none set)."""
         return self.provider_settings.get(name) or _NO_SETTINGS
 
     def manifest_settings(self) -> dict[str, Any]:
-        """The settings that decide what a row's result is; a change forbids resuming."""
-        return {f.key: _jsonable(getattr(self, f.key)) for f in FIELDS if f.in_manifest}
+        """The settings that decide what a row's result is; a change forbids resuming.
+
+        A schema file is recorded by its content, so an edited schema is noticed too.
+        """
+        settings = {f.key: _jsonable(getattr(self, f.key)) for f in FIELDS if f.in_manifest}
+        if self.response_format is not None:
+            settings["response_format"] = self.request_params()["response_format"]
+        return settings
 
     def request_params(self) -> dict[str, Any]:
-        """Sampling parameters sent with every request."""
-        params = {
+        """Parameters sent with every request; JobSpecError when the response_format file is unusable."""
+        params: dict[str, Any] = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
+            "n": self.n if self.n is not None and self.n > 1 else None,
         }
-        return {k: v for k, v in params.items() if v is not None}
+        out = {k: v for k, v in params.items() if v is not None}
+        if self.response_format is not None:
+            from hfbatch.structured import load_response_format
+
+            out["response_format"] = load_response_format(self.response_format)
+        return out
 
 
 FIELDS: tuple[JobField, ...] = tuple(
@@ -244,11 +282,15 @@ def _coerce(source: str, f: JobField, value: Any, base: Path | None) -> Any:
             f"{where}: the value looks like a Hugging Face token; tokens do not belong in job files or flags: "
             f"put it in an environment variable and name it with api_key_env (default {defaults.DEFAULT_API_KEY_ENV})"
         )
-    if f.kind in ("str", "path", "url"):
-        if not isinstance(value, str) or (f.kind in ("path", "url") and not value):
+    if f.kind in ("str", "path", "url", "schema"):
+        if not isinstance(value, str) or (f.kind != "str" and not value):
             raise JobSpecError(f"{where}: expected a string, got {value!r}")
         if f.kind == "url":
             return check_url(value, where)
+        if f.kind == "schema":
+            # "json", or a schema file: relative to the job file's folder like any path.
+            path = Path(value).expanduser()
+            return value if value == "json" or path.is_absolute() or base is None else str(base / path)
         if f.kind == "path":
             path = Path(value).expanduser()
             return path if path.is_absolute() or base is None else base / path
@@ -359,7 +401,8 @@ def build_spec(file_values: dict[str, Any], flag_values: dict[str, Any]) -> JobS
             continue
         merged[key] = _coerce("command line", _BY_KEY[key], value, None) if key in _BY_KEY else value
     source = merged.get("source", "command line")
-    missing = [k for k in ("input", "output", "model") if not merged.get(k)]
+    # The model may come from the rows (OpenAI batch lines' body.model): the runner checks that.
+    missing = [k for k in ("input", "output") if not merged.get(k)]
     if missing:
         names = ", ".join(f"'{k}' (flag {_BY_KEY[k].flag})" for k in missing)
         raise JobSpecError(f"{source}: missing required setting {names}")
@@ -368,7 +411,24 @@ def build_spec(file_values: dict[str, Any], flag_values: dict[str, Any]) -> JobS
     if spec.output.suffix not in (".jsonl", ".parquet"):
         raise JobSpecError(f"{source}: key 'output': {spec.output} must end in .jsonl or .parquet")
     _check_spec(spec)
+    if spec.output_format is not None:
+        _check_output_format(source, spec.output_format, spec.output)
+    if spec.response_format is not None:
+        try:
+            spec.request_params()  # reads the schema file: a bad one is reported before anything runs
+        except JobSpecError as exc:
+            raise JobSpecError(f"{source}: {exc}") from None
     return spec
+
+
+def _check_output_format(source: str, name: str, output: Path) -> None:
+    from hfbatch.outputs.formats import FORMATS
+
+    cls = FORMATS.get(name)
+    if cls is None:
+        raise JobSpecError(f"{source}: key 'output_format': unknown format {name!r} (choose from {', '.join(FORMATS)})")
+    if not cls.fits(output):
+        raise JobSpecError(f"{source}: key 'output_format': the {name} format writes {cls.writes()}, not {output.name}")
 
 
 def with_overrides(spec: JobSpec, **changes: Any) -> JobSpec:

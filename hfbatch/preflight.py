@@ -174,6 +174,8 @@ def _hand_prices(spec: JobSpec) -> tuple[Price | None, dict[str, Price]]:
 async def plan_run(api: HuggingFaceAPI, spec: JobSpec, *, time_scale: float = 1.0) -> RunPlan:
     """Check the endpoint, the model and the provider names, and settle prices; raise before any request."""
     await check_endpoint(api, time_scale=time_scale)
+    if spec.model is None:
+        raise UsageError("plan_run needs a model: rows naming their own models are planned as they come")
     model = api.get_model(spec.model)
     offered = await _offered(api, model)
     providers = check_provider_names(spec, api, model, offered)

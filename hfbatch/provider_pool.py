@@ -115,6 +115,7 @@ class ProviderPool:
         self.stats = stats
         #: Each provider's price (None: unknown), for the cost of what it bills.
         self.prices: Mapping[str, Price | None] = prices or {}
+        self._per_provider = per_provider
         self._states = {p: _State(per_provider) for p in providers}
         self._clock = clock
         self._scale = time_scale
@@ -123,6 +124,13 @@ class ProviderPool:
         self._max_trips = breaker_max_trips
         for p in providers:
             stats.provider(p).priced = self.prices.get(p) is not None
+
+    def add(self, providers: list[str]) -> None:
+        """Take on providers first met during the run (rows that name their own model)."""
+        for p in providers:
+            if p not in self._states:
+                self._states[p] = _State(self._per_provider)
+                self.stats.provider(p)
 
     def _state(self, provider: str) -> _State:
         return self._states[provider]
@@ -136,8 +144,8 @@ class ProviderPool:
         return self._state(provider).out
 
     def all_out(self) -> bool:
-        """True when no provider is left for the run."""
-        return all(s.out is not None for s in self._states.values())
+        """True when no provider is left for the run (a pool that has none yet is not out)."""
+        return bool(self._states) and all(s.out is not None for s in self._states.values())
 
     def is_ready(self, provider: str) -> bool:
         """True when the provider would take a request now."""

@@ -21,6 +21,7 @@ from hfbatch.errors import (
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
+    SamplingNotSupportedError,
 )
 
 __all__ = ["Action", "Decision", "RetryPolicy", "backoff_delay", "decide", "env_time_scale"]
@@ -93,6 +94,9 @@ def decide(
         return Decision(Action.STOP_RUN)
     if isinstance(error, PaymentRequiredError | ModelNotSupportedError | PermissionDeniedError):
         return Decision(Action.DROP_PROVIDER)
+    if isinstance(error, SamplingNotSupportedError):
+        # The provider refused n > 1 and is now asked one sample at a time (hfbatch.samples): again at once.
+        return Decision(Action.RETRY)
     if isinstance(error, BadRequestError):
         return Decision(Action.FAIL_ROW)
     if isinstance(error, RateLimitError):

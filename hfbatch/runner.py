@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hfbatch.client import HuggingFaceAPI
-from hfbatch.errors import APIError, AuthenticationError, ExitCode, RunError, UsageError
+from hfbatch.errors import APIError, AuthenticationError, ExitCode, JobSpecError, RunError, UsageError
 from hfbatch.failfast import FailFast, refused_everywhere
-from hfbatch.failover import call_with_failover
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
 from hfbatch.jobspec import JobSpec
@@ -28,10 +26,14 @@ from hfbatch.preflight import open_client, plan_run
 from hfbatch.pricing import reply_cost
 from hfbatch.provider_pool import ProviderPool
 from hfbatch.retry import env_time_scale
+from hfbatch.routes import Routes
+from hfbatch.samples import RowSender
 from hfbatch.stats import RunStats
-from hfbatch.wire import ChatResult
 
 __all__ = ["RunControl", "RunReport", "run_job"]
+
+# Rows looked at for a model when the job names none (bad rows before the first good one are skipped).
+_MODEL_SNIFF_ROWS = 100
 
 
 @dataclass(slots=True)
@@ -64,14 +66,6 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _collect(stream: AsyncIterator[str | ChatResult]) -> ChatResult:
-    """The result at the end of a streamed attempt."""
-    async for item in stream:
-        if isinstance(item, ChatResult):
-            return item
-    raise AssertionError("stream() ends with its result")
-
-
 async def run_job(
     spec: JobSpec,
     *,
@@ -95,12 +89,15 @@ async def run_job(
         keep_columns=spec.keep_columns,
         system=spec.system,
     )
+    params = spec.request_params()  # a bad response_format file is a usage error before anything is opened
     reader = open_input(in_spec)
-    files = open_output(spec.output, errors=spec.errors, stats=spec.stats)
+    if spec.model is None:
+        _check_rows_name_a_model(reader, spec)
+    files = open_output(spec.output, errors=spec.errors, stats=spec.stats, format=spec.output_format)
     files.check_distinct([reader.path, *reader.files()])
     try:
         with reader, files:
-            return await _run_files(spec, reader, files, restart, force, control, progress, stats, started)
+            return await _run_files(spec, params, reader, files, restart, force, control, progress, stats, started)
     except OSError as exc:
         # The disk filled up or went away: what was flushed before is safe, and a rerun resumes.
         where = exc.filename or spec.output
@@ -109,8 +106,27 @@ async def run_job(
         ) from exc
 
 
+def _check_rows_name_a_model(reader: InputReader, spec: JobSpec) -> None:
+    """With no model given, rows must name theirs (body.model): JobSpecError when the first row does not."""
+    rows = reader.rows()
+    try:
+        for _, item in zip(range(_MODEL_SNIFF_ROWS), rows, strict=False):
+            if isinstance(item, Row):
+                if item.model is None:
+                    raise JobSpecError(
+                        f"{spec.source}: missing required setting 'model' (flag --model); only OpenAI batch "
+                        "lines that carry body.model can go without it"
+                    )
+                return
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+
+
 async def _run_files(
     spec: JobSpec,
+    params: dict[str, Any],
     reader: InputReader,
     files: OutputFiles,
     restart: bool,
@@ -128,19 +144,32 @@ async def _run_files(
     files.load_done(done)
     scale = env_time_scale()
     async with open_client(spec, scale) as api:
-        # Every check that needs no row, before the first request: endpoint, model, provider names, prices.
-        plan = await plan_run(api, spec, time_scale=scale)
-        providers, model = plan.providers, plan.model
-        stats.pricing = plan.pricing()
+        model: str | None = None
+        providers = list(spec.providers)
+        prices: dict[str, Any] = {}
+        if spec.model is not None:
+            # Every check that needs no row, before the first request: endpoint, model, provider names, prices.
+            plan = await plan_run(api, spec, time_scale=scale)
+            providers, model, prices = plan.providers, plan.model, dict(plan.prices)
+            stats.pricing = plan.pricing()
         pool = ProviderPool(
             providers,
             stats,
             per_provider=spec.provider_concurrency or spec.concurrency,
             time_scale=scale,
-            prices=plan.prices,
+            prices=prices,
         )
+        routes = Routes(api, pool, spec.providers)
+        keep_raw = spec.keep_response or files.format.needs_raw
+        sender = RowSender(api, pool, api.retry, stream=spec.stream, allow_empty=spec.allow_empty, keep_raw=keep_raw)
+        if model is not None and "response_format" in params:
+            if not await sender.structured_providers(model, providers):
+                raise UsageError(
+                    f"no provider of {model} supports structured output ({', '.join(providers)} are marked "
+                    "supports_structured_output: false); drop --response-format or pick --providers; nothing was sent"
+                )
         files.start(settings, fingerprint)
-        run = _Run(spec, api, model, providers, pool, stats, done, control, progress)
+        run = _Run(spec, params, model, providers, pool, stats, done, control, progress, routes, sender)
         try:
             code, message = await run.execute(reader, files)
         finally:
@@ -172,17 +201,21 @@ class _Run:
     def __init__(
         self,
         spec: JobSpec,
-        api: HuggingFaceAPI,
-        model: str,
+        params: dict[str, Any],
+        model: str | None,
         providers: list[str],
         pool: ProviderPool,
         stats: RunStats,
         done: IdSet,
         control: RunControl,
         progress: Callable[[RunStats], None] | None,
+        routes: Routes,
+        sender: RowSender,
     ) -> None:
         self.spec = spec
-        self.api = api
+        self.api = sender.api
+        self.routes = routes
+        self.sender = sender
         self.model = model
         self.providers = providers
         self.pool = pool
@@ -190,8 +223,7 @@ class _Run:
         self.done = done
         self.control = control
         self.progress = progress or (lambda s: None)
-        self.params = spec.request_params()
-        self.policy = api.retry
+        self.params = params
         self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
         #: Why the run stopped early because no provider was left, if it did.
         self.all_out: str | None = None
@@ -312,20 +344,14 @@ class _Run:
             self._bad(row.index, f"row {row.index}", row.id, _reason(exc))
             return
         params = {**self.params, **row.params} if row.params else self.params
-        allow_empty = self.spec.allow_empty
-
-        def send(provider: str) -> Awaitable[ChatResult]:
-            # The coroutine itself, not awaited here: one layer less on every request.
-            if not self.spec.stream:
-                return self.api.complete(
-                    self.model, messages, provider=provider, params=params, allow_empty=allow_empty
-                )
-            return _collect(
-                self.api.stream(self.model, messages, provider=provider, params=params, allow_empty=allow_empty)
-            )
-
+        model = self.model or row.model
+        if model is None:
+            reason = "no model: give --model, or body.model in each OpenAI batch line"
+            self._bad(row.index, f"row {row.index}", row.id, reason)
+            return
         try:
-            result = await call_with_failover(send, self.providers, self.policy, self.pool)
+            model, providers = (model, self.providers) if self.model else await self.routes.resolve(model)
+            result = await self.sender.result(model, messages, params, providers)
         except AuthenticationError:
             raise
         except UsageError as exc:
@@ -337,14 +363,17 @@ class _Run:
             self.stats.rows_failed += 1
             if self.fail_fast.failed_row(row.index, exc):
                 self.control.request_stop()
+            self.stats.model(model).add_failed(exc.attempts)
             if self.all_out is None and self.pool.all_out():
                 # Every later row would fail the same way: stop, and leave them for a rerun.
-                reasons = "; ".join(f"{p}: {self.pool.why_out(p)}" for p in self.providers)
+                reasons = "; ".join(f"{p}: {self.pool.why_out(p)}" for p in self.stats.providers)
                 self.all_out = f"every provider is out for this run ({reasons}); rerun later to retry the rest"
                 self.control.request_stop()
         else:
             cost = reply_cost(result, self.pool.prices.get(result.provider or ""))
-            self.files.add_result(result_record(row.id, result, row.keep, cost_usd=cost))
+            kept = row.messages if self.spec.keep_prompt else None
+            self.files.add_result(result_record(row.id, result, row.keep, messages=kept, cost_usd=cost))
             self.stats.rows_done += 1
+            self.stats.model(model).add_done(result.attempts, result.prompt_tokens, result.completion_tokens)
             self.fail_fast.row_ok()
         self.progress(self.stats)

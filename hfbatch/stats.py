@@ -8,7 +8,7 @@ from typing import Any
 
 from hfbatch.errors import ATTEMPT_KINDS
 
-__all__ = ["LatencyHistogram", "ProviderStats", "RunStats", "format_table"]
+__all__ = ["LatencyHistogram", "ModelStats", "ProviderStats", "RunStats", "format_table"]
 
 _BUCKET_GROWTH = 1.02  # each bucket 2% wider than the last: percentiles within 2%
 _MIN_LATENCY = 1e-4
@@ -158,6 +158,14 @@ class RunStats:
         self.rows_total: int | None = None  # the input's size when known up front, for ETA
         #: What the router publishes and which prices apply (preflight.RunPlan.pricing), for the stats file.
         self.pricing: dict[str, Any] | None = None
+        self.models: dict[str, ModelStats] = {}
+
+    def model(self, name: str) -> ModelStats:
+        """The row counts of model `name`, created on first use."""
+        stats = self.models.get(name)
+        if stats is None:
+            stats = self.models[name] = ModelStats()
+        return stats
 
     def provider(self, name: str) -> ProviderStats:
         """The stats of `name`, created on first use."""
@@ -191,6 +199,42 @@ class RunStats:
             "overall": self.overall().to_dict(),
             "providers": {name: s.to_dict() for name, s in self.providers.items()},
             **({"pricing": self.pricing} if self.pricing is not None else {}),
+            "models": {name: s.to_dict() for name, s in self.models.items()},
+        }
+
+
+class ModelStats:
+    """What the rows of one model came to (a job whose rows name their own models has several)."""
+
+    __slots__ = ("completion_tokens", "prompt_tokens", "requests", "rows_done", "rows_failed")
+
+    def __init__(self) -> None:
+        self.rows_done = 0
+        self.rows_failed = 0
+        self.requests = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def add_done(self, attempts: int, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """Count a finished row: its attempts and the tokens of its result."""
+        self.rows_done += 1
+        self.requests += attempts
+        self.prompt_tokens += prompt_tokens or 0
+        self.completion_tokens += completion_tokens or 0
+
+    def add_failed(self, attempts: int) -> None:
+        """Count a failed row and its attempts."""
+        self.rows_failed += 1
+        self.requests += attempts
+
+    def to_dict(self) -> dict[str, int]:
+        """The JSON form of these counts."""
+        return {
+            "requests": self.requests,
+            "rows_done": self.rows_done,
+            "rows_failed": self.rows_failed,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
         }
 
 

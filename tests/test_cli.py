@@ -179,6 +179,7 @@ def test_run_exit_1_when_some_rows_failed(sim: SimServer, monkeypatch: pytest.Mo
 )
 def test_bad_job_file_exit_2_naming_file_and_key(tmp_path: Path, job: str, message: str) -> None:
     """A job file with a mistake: exit 2, one line naming the file and the problem."""
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "hi"}\n')
     path = tmp_path / "job.toml"
     path.write_text(job)
     result = invoke("run", str(path))

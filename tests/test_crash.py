@@ -96,13 +96,19 @@ def wait_for_results(proc: subprocess.Popen[bytes], out: Path, at_least: int, li
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
-    """Every output record; JSONL lines must each parse (no torn record)."""
+    """Every output record; JSONL lines must each parse (no torn record). OpenAI batch lines become {id, output}."""
     if out.suffix == ".parquet":
         records: list[dict[str, Any]] = pq.read_table(out).to_pylist()
         return records
     text = out.read_text(encoding="utf-8")
     assert text.endswith("\n")
-    return [json.loads(line) for line in text.splitlines()]
+    lines = [json.loads(line) for line in text.splitlines()]
+    return [
+        {"id": r["custom_id"], "output": r["response"]["body"]["choices"][0]["message"]["content"]}
+        if "custom_id" in r
+        else r
+        for r in lines
+    ]
 
 
 def check_complete(out: Path, prompts: dict[str, str]) -> None:
@@ -117,18 +123,25 @@ def check_complete(out: Path, prompts: dict[str, str]) -> None:
     assert stats["rows"]["done"] + stats["rows"]["skipped_already_done"] == len(prompts)
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+@pytest.mark.parametrize(
+    ("suffix", "extra"),
+    [
+        pytest.param(".jsonl", (), id="jsonl"),
+        pytest.param(".parquet", (), id="parquet"),
+        pytest.param(".jsonl", ("--output-format", "openai"), id="openai"),
+    ],
+)
 def test_kill_9_at_random_moments_then_resume_loses_and_repeats_nothing(
-    sim: SimServer, tmp_path: Path, suffix: str
+    sim: SimServer, tmp_path: Path, suffix: str, extra: tuple[str, ...]
 ) -> None:
     """Six SIGKILLs at random moments, each followed by a resume; in the end every id once, no torn record."""
     inp, prompts = make_input(tmp_path)
     out = tmp_path / f"out{suffix}"
-    rng = random.Random(1234 if suffix == ".jsonl" else 4321)
+    rng = random.Random({".jsonl": 1234, ".parquet": 4321}[suffix] + len(extra))
     kills = 0
     target = 0
     while kills < 6:
-        proc = start(sim, inp, out)
+        proc = start(sim, inp, out, *extra)
         target = min(ROWS - 1, target + rng.randint(20, 80))
         wait_for_results(proc, out, target)
         time.sleep(rng.random() * 0.02)  # land anywhere: mid-request, mid-write, mid-flush
@@ -138,7 +151,7 @@ def test_kill_9_at_random_moments_then_resume_loses_and_repeats_nothing(
         kill(proc)
         kills += 1
     assert kills >= 5
-    proc = start(sim, inp, out)
+    proc = start(sim, inp, out, *extra)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     check_complete(out, prompts)
@@ -146,6 +159,8 @@ def test_kill_9_at_random_moments_then_resume_loses_and_repeats_nothing(
     # handed to the OS in the tick they arrive, not held back for a batch.
     assert sim.paid_twice() <= kills * 16, (sim.paid_twice(), kills)
     assert not OutputFiles(out).paths.journal.exists() or suffix == ".jsonl"
+    if extra:
+        assert all(line.startswith('{"id": "batch_req_') for line in out.read_text().splitlines())
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -380,7 +380,7 @@ def test_bad_fields_are_bad_rows(tmp_path: Path, record: dict[str, Any], reason:
 
 
 def test_openai_batch_line_is_accepted(tmp_path: Path) -> None:
-    """custom_id becomes the id, body.messages the messages, and known body keys the params."""
+    """custom_id becomes the id, body.messages the messages, known body keys the params, body.model the model."""
     line = {
         "custom_id": "req-1",
         "method": "POST",
@@ -403,6 +403,7 @@ def test_openai_batch_line_is_accepted(tmp_path: Path) -> None:
         {"max_tokens": 64, "temperature": 0.2, "response_format": {"type": "json_object"}},
         [],
         {},
+        "meta-llama/Llama-3.1-8B-Instruct",
     )
 
 
@@ -467,16 +468,32 @@ def test_duplicate_ids_are_not_checked(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["jsonl", "parquet"])
 def test_keep_columns(tmp_path: Path, kind: str) -> None:
-    """keep_columns are copied verbatim; a missing one is None."""
+    """keep_columns are copied verbatim; a row that lacks one (or holds null) keeps None."""
     records: list[dict[str, Any]] = [
         {"prompt": "p", "meta": {"a": [1, 2]}, "n": 3},
-        {"prompt": "q", "meta": None, "n": 4},
+        {"prompt": "q", "meta": None},
     ]
-    rows = read(make_input(kind, tmp_path, records), keep_columns=("meta", "n", "nope"))
+    rows = read(make_input(kind, tmp_path, records), keep_columns=("meta", "n"))
     assert [r.keep for r in rows if isinstance(r, Row)] == [
-        {"meta": {"a": [1, 2]}, "n": 3, "nope": None},
-        {"meta": None, "n": 4, "nope": None},
+        {"meta": {"a": [1, 2]}, "n": 3},
+        {"meta": None, "n": None},
     ]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_kept_column_no_row_has_is_refused_naming_it(tmp_path: Path, kind: str) -> None:
+    """A typo in --keep-columns is an InputError before any request, naming the column and the columns there are."""
+    records: list[dict[str, Any]] = [{"prompt": "p", "topic": "t"}, {"prompt": "q", "topic": "u"}]
+    with pytest.raises(InputError, match="'topik'") as info:
+        read(make_input(kind, tmp_path, records), keep_columns=("topic", "topik"))
+    assert "--keep-columns" in str(info.value) and "prompt, topic" in str(info.value)
+
+
+def test_a_kept_column_first_seen_late_in_the_sniff_is_accepted(tmp_path: Path) -> None:
+    """A sparse JSONL column is fine as long as one of the first rows has it."""
+    records: list[dict[str, Any]] = [{"prompt": f"p{i}"} for i in range(300)] + [{"prompt": "x", "rare": 1}]
+    rows = read(make_input("jsonl", tmp_path, records), keep_columns=("rare",))
+    assert [r.keep["rare"] for r in rows if isinstance(r, Row)][-2:] == [None, 1]
 
 
 # --------------------------------------------------------------------------- bad lines

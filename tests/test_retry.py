@@ -15,11 +15,14 @@ from hfbatch.errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    EmptyResponseError,
+    InvalidOutputError,
     MalformedResponseError,
     ModelNotSupportedError,
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
+    SamplingNotSupportedError,
     ServerError,
     TransportError,
 )
@@ -168,6 +171,14 @@ def rate_limited(retry_after: float | None = None) -> RateLimitError:
         pytest.param(APITimeoutError("late", provider="p"), False, Action.RETRY, id="timeout"),
         pytest.param(TransportError("reset", provider="p"), False, Action.RETRY, id="connection"),
         pytest.param(MalformedResponseError("bad json", provider="p"), False, Action.RETRY, id="malformed"),
+        pytest.param(EmptyResponseError("no text", provider="p"), False, Action.RETRY, id="empty"),
+        pytest.param(InvalidOutputError("not JSON", provider="p"), True, Action.RETRY, id="invalid-output"),
+        pytest.param(
+            SamplingNotSupportedError("n > 1 is not supported", provider="p", status=400),
+            True,
+            Action.RETRY,
+            id="400-n-not-supported",
+        ),
     ],
 )
 def test_decide_first_failure(error: APIError, other_ready: bool, action: Action) -> None:
@@ -182,6 +193,7 @@ def test_decide_first_failure(error: APIError, other_ready: bool, action: Action
         pytest.param(APITimeoutError("late", provider="p"), id="timeout"),
         pytest.param(TransportError("reset", provider="p"), id="connection"),
         pytest.param(MalformedResponseError("cut", provider="p"), id="malformed"),
+        pytest.param(InvalidOutputError("breaks the schema", provider="p"), id="invalid-output"),
         pytest.param(rate_limited(), id="429"),
         pytest.param(rate_limited(retry_after=1.0), id="429-retry-after"),
     ],
@@ -190,6 +202,12 @@ def test_decide_retries_until_max_then_fails_over(error: APIError) -> None:
     """Transient failures retry on the same provider `max_retries` times, then fail over."""
     actions = [decide(error, n, POLICY, other_provider_ready=False).action for n in range(POLICY.max_retries + 2)]
     assert actions == [Action.RETRY] * POLICY.max_retries + [Action.FAIL_OVER] * 2
+
+
+def test_decide_n_refusal_is_asked_again_at_once_whatever_the_budget() -> None:
+    """A provider refusing n > 1 is asked again at once (one sample per request), even with retries spent."""
+    error = SamplingNotSupportedError("n > 1 is not supported", provider="p", status=400)
+    assert decide(error, POLICY.max_retries + 5, POLICY, other_provider_ready=True) == Decision(Action.RETRY)
 
 
 def test_decide_no_retries_fails_over_at_once() -> None:

@@ -17,7 +17,8 @@ from hfbatch.errors import InputError
 from hfbatch.inputs.base import InputReader, InputSpec, one_line
 from hfbatch.inputs.jsonl import open_jsonl
 from hfbatch.inputs.parquet import open_parquet
-from hfbatch.inputs.rows import BadRow, DoneRow, Row, RowBuilder, template_fields
+from hfbatch.inputs.rows import BadRow, DoneRow, Row, RowBuilder
+from hfbatch.template import Template
 
 __all__ = ["FORMATS", "BadRow", "DoneRow", "InputFormat", "InputReader", "InputSpec", "Row", "open_input"]
 
@@ -30,12 +31,12 @@ class InputFormat:
     suffixes: tuple[str, ...]
     #: Parquet structs give every message every field, unset ones as null: the rows drop them.
     nulls_in_structs: bool
-    open: Callable[[Path, InputSpec, RowBuilder, tuple[str, ...]], InputReader]
+    open: Callable[[Path, InputSpec, RowBuilder, Template | None], InputReader]
     folders: bool = False  # a folder of this format's part files is one input
 
 
-def _jsonl(path: Path, spec: InputSpec, builder: RowBuilder, fields: tuple[str, ...]) -> InputReader:
-    return open_jsonl(path, builder)
+def _jsonl(path: Path, spec: InputSpec, builder: RowBuilder, template: Template | None) -> InputReader:
+    return open_jsonl(path, builder, keep_columns=spec.keep_columns)
 
 
 FORMATS: tuple[InputFormat, ...] = (
@@ -57,10 +58,10 @@ def _format_of(path: Path, is_dir: bool) -> InputFormat:
 def open_input(spec: InputSpec) -> InputReader:
     """Check the input named by `spec` and return a reader; raises InputError if unusable."""
     path = Path(spec.path)
-    fields: tuple[str, ...] = ()
+    template: Template | None = None
     if spec.template is not None:
         try:
-            fields = template_fields(spec.template)
+            template = Template(spec.template)
         except ValueError as exc:
             raise InputError(f"{path}: the template {spec.template!r} is not usable: {exc}") from None
     try:
@@ -74,10 +75,9 @@ def open_input(spec: InputSpec) -> InputReader:
     builder = RowBuilder(
         id_column=spec.id_column,
         prompt_column=spec.prompt_column,
-        template=spec.template,
-        fields=fields,
+        template=template,
         keep_columns=spec.keep_columns,
         system=spec.system,
         nulls_in_structs=fmt.nulls_in_structs,
     )
-    return fmt.open(path, spec, builder, fields)
+    return fmt.open(path, spec, builder, template)

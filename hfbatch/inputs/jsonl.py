@@ -7,6 +7,7 @@ which keeps a resume over a million done rows about as cheap as reading the file
 from __future__ import annotations
 
 import codecs
+import difflib
 import gzip
 import io
 import json
@@ -31,6 +32,10 @@ SNIFF_LINES = 5
 # A first line longer than this is not parsed while sniffing, so a huge single-line file
 # (a JSON array, say) is not read whole just to be rejected.
 SNIFF_LINE_LIMIT = 8 << 20
+# --keep-columns are looked for in this many rows (and bytes) at most before a run starts.
+KEEP_SNIFF_LINES = 1000
+KEEP_SNIFF_BYTES = 4 << 20
+_SHOWN_COLUMNS = 20
 _GZIP_MAGIC = b"\x1f\x8b"
 # json.loads on a str only type-checks its argument and calls this; skipping that per line is free.
 _DECODER = json.JSONDecoder()
@@ -117,11 +122,42 @@ class JsonlReader(InputReader):
                 ) from exc
 
 
-def open_jsonl(path: Path, builder: RowBuilder) -> JsonlReader:
-    """Check a JSONL file looks like JSONL and return its reader; InputError if not."""
+def open_jsonl(path: Path, builder: RowBuilder, *, keep_columns: tuple[str, ...] = ()) -> JsonlReader:
+    """Check a JSONL file looks like JSONL (and has the columns to keep); return its reader; InputError if not."""
     gzipped = path.name.lower().endswith(".gz")
     _check_jsonl(path, gzipped)
+    if keep_columns:
+        _check_keep_columns(path, gzipped, keep_columns)
     return JsonlReader(path, builder=builder, gzipped=gzipped)
+
+
+def _check_keep_columns(path: Path, gzipped: bool, keep: tuple[str, ...]) -> None:
+    """InputError when a column to keep is in none of the first rows: a typo must not give an all-null column."""
+    wanted = set(keep)
+    seen: dict[str, None] = {}
+    read = lineno = 0
+    with _open_jsonl(path, gzipped) as stream:
+        for lineno, raw in enumerate(stream):
+            read += len(raw)
+            try:
+                obj = json.loads(raw.decode("utf-8-sig" if lineno == 0 else "utf-8"))
+            except (ValueError, RecursionError):
+                obj = None  # a bad row is reported when the run reaches it
+            if type(obj) is dict:
+                seen.update(dict.fromkeys(obj))
+                if wanted <= seen.keys():
+                    return
+            if lineno + 1 >= KEEP_SNIFF_LINES or read >= KEEP_SNIFF_BYTES:
+                break
+    lacking = [c for c in keep if c not in seen]
+    names = list(seen)
+    shown = ", ".join(names[:_SHOWN_COLUMNS]) + (", ..." if len(names) > _SHOWN_COLUMNS else "")
+    close = [m for c in lacking for m in difflib.get_close_matches(c, names, n=1)]
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+    raise InputError(
+        f"{path}: --keep-columns names {', '.join(map(repr, lacking))}, which no row has in the first "
+        f"{lineno + 1} lines{hint} (columns seen: {shown or 'none'}); fix --keep-columns"
+    )
 
 
 def _open_jsonl(path: Path, gzipped: bool) -> BinaryIO:

@@ -13,6 +13,7 @@ from typing import Any
 from hfbatch.errors import InputError
 from hfbatch.inputs.base import InputReader, InputSpec, check_readable, one_line
 from hfbatch.inputs.rows import ROW_PARAMS, BadRow, DoneRow, Row, RowBuilder
+from hfbatch.template import Template
 
 __all__ = ["ParquetReader", "open_parquet", "parquet_parts"]
 
@@ -87,7 +88,7 @@ class ParquetReader(InputReader):
                 pf.close()
 
 
-def open_parquet(path: Path, spec: InputSpec, builder: RowBuilder, fields: tuple[str, ...]) -> ParquetReader:
+def open_parquet(path: Path, spec: InputSpec, builder: RowBuilder, template: Template | None) -> ParquetReader:
     """Check a Parquet file or folder and return its reader; InputError if it is unusable."""
     if path.is_dir():
         parts = parquet_parts(path)
@@ -97,7 +98,7 @@ def open_parquet(path: Path, spec: InputSpec, builder: RowBuilder, fields: tuple
             )
     else:
         parts = (path,)
-    columns = _check_parquet(path, parts, spec, fields)
+    columns = _check_parquet(path, parts, spec, template)
     return ParquetReader(path, builder=builder, parts=parts, columns=columns)
 
 
@@ -127,7 +128,7 @@ def _open_parquet(path: Path) -> Any:
         ) from exc
 
 
-def _check_parquet(path: Path, parts: tuple[Path, ...], spec: InputSpec, fields: tuple[str, ...]) -> tuple[str, ...]:
+def _check_parquet(path: Path, parts: tuple[Path, ...], spec: InputSpec, template: Template | None) -> tuple[str, ...]:
     """Validate every part and return the columns to read, in schema order."""
     schema: Any = None
     first_part = parts[0]
@@ -151,8 +152,10 @@ def _check_parquet(path: Path, parts: tuple[Path, ...], spec: InputSpec, fields:
     names: list[str] = list(schema.names)
     present = set(names)
     shown = ", ".join(names[:_SHOWN_COLUMNS]) + (", ..." if len(names) > _SHOWN_COLUMNS else "")
-    if fields:
-        missing = [f for f in fields if f not in present]
+    fields = template.fields if template is not None else ()
+    if template is not None:
+        # A field with a default may be absent: every row then takes the default.
+        missing = [f for f in template.required if f not in present]
         if missing:
             raise InputError(
                 f"{path}: the template uses {', '.join(map(repr, missing))}, "
@@ -163,6 +166,13 @@ def _check_parquet(path: Path, parts: tuple[Path, ...], spec: InputSpec, fields:
         raise InputError(
             f"{path}: has no '{spec.prompt_column}', 'messages' or 'body' column (columns: {shown}); "
             "name the prompt column with --prompt-column, or use --template"
+        )
+    lacking = [c for c in spec.keep_columns if c not in present]
+    if lacking:
+        raise InputError(
+            f"{path}: --keep-columns names {', '.join(map(repr, lacking))}, "
+            f"{'which is not a column' if len(lacking) == 1 else 'which are not columns'} (columns: {shown}); "
+            "fix --keep-columns"
         )
     if spec.id_column is not None and spec.id_column not in present:
         raise InputError(f"{path}: has no '{spec.id_column}' column for ids (columns: {shown}); fix --id-column")

@@ -8,10 +8,11 @@ copies of user data beyond the message list it has to build.
 from __future__ import annotations
 
 import math
-import string
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
+
+from hfbatch.template import Template, TemplateError
 
 __all__ = ["BadRow", "DoneRow", "Row", "RowBuilder", "template_fields"]
 
@@ -19,8 +20,8 @@ __all__ = ["BadRow", "DoneRow", "Row", "RowBuilder", "template_fields"]
 # column is often plain user data, so only names that can mean nothing else are taken.
 ROW_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 
-# Chat-completion body keys taken from an OpenAI batch line. `model` and `stream` are the
-# job's business, not the row's; anything unknown is dropped rather than sent blind.
+# Chat-completion body keys taken from an OpenAI batch line. `stream` is the job's business,
+# `model` is the row's only when the job names none; anything unknown is dropped rather than sent blind.
 _BODY_PARAMS = frozenset(
     {
         *ROW_PARAMS,
@@ -64,6 +65,8 @@ class Row:
     params: dict[str, Any]
     images: list[str]
     keep: dict[str, Any]
+    #: An OpenAI batch line's `body.model` (used when the job names no model).
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,22 +107,8 @@ def kind_of(value: Any) -> str:
 
 
 def template_fields(template: str) -> tuple[str, ...]:
-    """Return the row fields a `str.format` template reads; ValueError if it is not usable."""
-    fields: list[str] = []
-    for _literal, field, _spec, conversion in string.Formatter().parse(template):
-        if field is None:
-            continue
-        # "{a.b}" and "{a[0]}" read the row field "a".
-        base = field.split(".", 1)[0].split("[", 1)[0]
-        if not base or base.isdigit():
-            raise ValueError(f"field {{{field}}} is positional; name a column, as in {{text}}")
-        if conversion not in (None, "r", "s", "a"):
-            raise ValueError(f"field {{{field}!{conversion}}} has an unknown conversion; use !r, !s or !a")
-        if base not in fields:
-            fields.append(base)
-    if not fields:
-        raise ValueError("it names no column; use {column} for each value to insert")
-    return tuple(fields)
+    """Return the row fields a template reads; ValueError if it is not usable (see `hfbatch.template`)."""
+    return Template(template).fields
 
 
 def _strip_nulls(message: dict[str, Any]) -> dict[str, Any]:
@@ -137,24 +126,22 @@ def _strip_nulls(message: dict[str, Any]) -> dict[str, Any]:
 class RowBuilder:
     """Applies an input spec's rules to one record; shared by every input format."""
 
-    __slots__ = ("_fields", "_id_column", "_keep", "_nulls_in_structs", "_prompt", "_system", "_template", "done")
+    __slots__ = ("_id_column", "_keep", "_nulls_in_structs", "_prompt", "_system", "_template", "done")
 
     def __init__(
         self,
         *,
         id_column: str | None,
         prompt_column: str,
-        template: str | None,
-        fields: tuple[str, ...] = (),
+        template: str | Template | None,
         keep_columns: tuple[str, ...],
         system: str | None,
         nulls_in_structs: bool,
     ) -> None:
         self._id_column = id_column
         self._prompt = prompt_column
-        self._template = template
-        # Checked once by open_input, which read the template's fields.
-        self._fields = fields
+        # Parsed once by open_input, which checked it.
+        self._template = Template(template) if isinstance(template, str) else template
         self._keep = keep_columns
         self._system = system or None
         self._nulls_in_structs = nulls_in_structs
@@ -170,7 +157,7 @@ class RowBuilder:
         if self.done is not None and row_id in self.done:
             return DoneRow(index, row_id)
         try:
-            messages, params = self._messages(obj)
+            messages, params, model = self._messages(obj)
             system = obj.get("system")
             if system is None:
                 system = self._system
@@ -193,7 +180,7 @@ class RowBuilder:
             keep = {c: obj.get(c) for c in self._keep} if self._keep else {}
         except _Bad as exc:
             return BadRow(index, f"{where} {number}", exc.reason, row_id)
-        return Row(index, row_id, messages, params, images, keep)
+        return Row(index, row_id, messages, params, images, keep, model)
 
     @property
     def leading_id_key(self) -> str:
@@ -220,37 +207,26 @@ class RowBuilder:
         shown = "" if value is None or type(value) in (dict, list) else f" ({_show(value)})"
         raise _Bad(f"'{name}' is {kind_of(value)}{shown}; an id must be a string or an integer")
 
-    def _messages(self, obj: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def _messages(self, obj: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
         if self._template is not None:
-            return [{"role": "user", "content": self._render(obj)}], {}
+            try:
+                return [{"role": "user", "content": self._template.render(obj)}], {}, None
+            except TemplateError as exc:
+                raise _Bad(str(exc)) from None
         prompt = obj.get(self._prompt)
         if prompt is not None:
             if type(prompt) is not str:
                 raise _Bad(f"'{self._prompt}' is {kind_of(prompt)}, not a string; it must hold the prompt text")
-            return [{"role": "user", "content": prompt}], {}
+            return [{"role": "user", "content": prompt}], {}, None
         messages = obj.get("messages")
         if messages is not None:
-            return self._check_messages(messages, "'messages'"), {}
+            return self._check_messages(messages, "'messages'"), {}, None
         body = obj.get("body")
         if body is not None:
             return self._body(obj, body)
         if self._prompt in obj or "messages" in obj:
             raise _Bad(f"'{self._prompt}' is null and there are no 'messages'; give a prompt in each row")
         raise _Bad(f"no '{self._prompt}' or 'messages' field (use --prompt-column or --template)")
-
-    def _render(self, obj: dict[str, Any]) -> str:
-        for field in self._fields:
-            value = obj.get(field, _MISSING)
-            if value is _MISSING:
-                raise _Bad(f"no '{field}' field, which the template uses; add it or change --template")
-            if value is None:
-                raise _Bad(f"'{field}' is null, and the template uses it; fill it or change --template")
-        assert self._template is not None
-        try:
-            return self._template.format_map(obj)
-        except (KeyError, IndexError, AttributeError, ValueError, TypeError) as exc:
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise _Bad(f"the template cannot be filled from this row ({detail})") from None
 
     def _check_messages(self, messages: Any, label: str) -> list[dict[str, Any]]:
         if type(messages) is not list:
@@ -270,7 +246,7 @@ class RowBuilder:
                 raise _Bad(f"{label} item {i} 'content' is {kind_of(content)}; {_MESSAGE_SHAPE}")
         return messages  # type: ignore[no-any-return]
 
-    def _body(self, obj: dict[str, Any], body: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def _body(self, obj: dict[str, Any], body: Any) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
         if type(body) is not dict:
             raise _Bad(f"'body' is {kind_of(body)}, not an object; an OpenAI batch line has body.messages")
         url = obj.get("url")
@@ -285,8 +261,11 @@ class RowBuilder:
         params: dict[str, Any] = {}
         for key, value in body.items():
             if key in _BODY_PARAMS and value is not None:
-                params[key] = _check_param(key, value) if key in ROW_PARAMS else value
-        return messages, params
+                params[key] = _check_param(key, value) if key in ROW_PARAMS or key == "n" else value
+        model = body.get("model")
+        if model is not None and (type(model) is not str or not model):
+            raise _Bad(f"'body.model' is {_show(model)}; a model id is a non-empty string")
+        return messages, params, model
 
 
 def _check_param(key: str, value: Any) -> Any:
@@ -300,6 +279,10 @@ def _check_param(key: str, value: Any) -> Any:
         if kind is int:
             return value
         raise _Bad(f"'seed' must be an integer, got {_show(value)}")
+    if key == "n":
+        if kind is int and value > 0:
+            return value
+        raise _Bad(f"'n' must be a positive integer, got {_show(value)}")
     if key == "stop":
         if kind is str or (kind is list and all(type(s) is str for s in value)):
             return value

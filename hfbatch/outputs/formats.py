@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hfbatch.outputs.jsonl import JournalFormat
+from hfbatch.outputs.openai import OpenAIFormat
 from hfbatch.outputs.parquet import ParquetFormat
 
 __all__ = ["FORMATS", "format_for", "suffix_format"]
@@ -17,6 +18,7 @@ __all__ = ["FORMATS", "format_for", "suffix_format"]
 FORMATS: dict[str, type[JournalFormat]] = {
     "jsonl": JournalFormat,
     "parquet": ParquetFormat,
+    "openai": OpenAIFormat,
 }
 _BY_SUFFIX = {suffix: name for name, cls in FORMATS.items() for suffix in cls.suffixes}
 

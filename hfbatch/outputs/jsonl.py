@@ -25,8 +25,21 @@ class JournalFormat:
     """
 
     name: ClassVar[str] = "jsonl"
+    #: The extensions that imply this format (none: it is used only when named).
     suffixes: ClassVar[tuple[str, ...]] = (".jsonl",)
     scanner: ClassVar[IdScanner] = IdScanner()
+    #: Whether records must carry each reply's whole body (`response`) for `encode`.
+    needs_raw: ClassVar[bool] = False
+
+    @classmethod
+    def fits(cls, output: Path) -> bool:
+        """Whether this format can write `output` (by its extension)."""
+        return output.suffix.lower() in cls.suffixes
+
+    @classmethod
+    def writes(cls) -> str:
+        """The outputs it writes, for messages."""
+        return " or ".join(cls.suffixes) + " files"
 
     def journal_path(self, output: Path) -> Path:
         """Where results are appended during a run."""

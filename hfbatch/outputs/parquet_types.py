@@ -119,6 +119,14 @@ OWN_COLUMNS: dict[str, ColumnType] = {
     "attempts": INT64,
     "latency_s": FLOAT64,
     "cost_usd": FLOAT64,
+    "outputs": STRING_LIST,
+    "finish_reasons": STRING_LIST,
+    "reasoning": STRING,
+    "reasonings": STRING_LIST,
+    "prompt": STRING,
+    "messages": JSON_TEXT,
+    "response": JSON_TEXT,
+    "request_id": STRING,
 }
 
 

@@ -1,10 +1,10 @@
-"""Deterministic JSON instances of a JSON Schema, schema-breaking variants, and a small checker.
+"""Deterministic JSON instances of a JSON Schema, and schema-breaking variants, for the simulator.
 
-Covers the subset structured-output requests use: `type` (one or a list), `properties`,
+Generates for the subset structured-output requests use: `type` (one or a list), `properties`,
 `required`, `enum`, `const`, `items`/`prefixItems`, `minItems`/`maxItems`, `minimum`/`maximum`
-(and the exclusive forms), `minLength`/`maxLength`, `anyOf`/`oneOf`/`allOf`, and local `$ref`s
-(`#/$defs/...`, `#/definitions/...`). Other keywords (`pattern`, `format`, `multipleOf`,
-`additionalProperties`...) are ignored: instances never carry undeclared properties.
+(and the exclusive forms), `minLength`/`maxLength`, `anyOf`/`oneOf`/`allOf`, and local `$ref`s.
+Instances never carry undeclared properties. Checking is the library's (`hfbatch.schema`):
+the simulator depends on the library, never the reverse.
 """
 
 from __future__ import annotations
@@ -14,65 +14,16 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from hfbatch.schema import as_list as _list
+from hfbatch.schema import as_map as _map
+from hfbatch.schema import number as _number
+from hfbatch.schema import resolve as _resolve
+from hfbatch.schema import schema_errors
+
 __all__ = ["instance_for", "schema_errors", "violate"]
 
 # Recursive schemas (a tree of $refs) stop growing here: only required keys, empty arrays.
 _MAX_DEPTH = 6
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
-
-
-def _list(schema: Mapping[str, Any], key: str) -> list[Any]:
-    value = schema.get(key)
-    return value if isinstance(value, list) else []
-
-
-def _map(schema: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = schema.get(key)
-    return value if isinstance(value, Mapping) else {}
-
-
-def _pointer(root: Any, ref: str) -> Any:
-    """What a local `$ref` like `#/$defs/Item` points at ({} when nothing)."""
-    target = root
-    for part in ref[2:].split("/"):
-        key = part.replace("~1", "/").replace("~0", "~")
-        target = target.get(key, {}) if isinstance(target, Mapping) else {}
-    return target
-
-
-def _resolve(schema: Any, root: Any) -> Any:
-    """Follow local `$ref`s (and merge `allOf`) until a plain schema is left."""
-    for _ in range(32):
-        if not isinstance(schema, Mapping):
-            return schema
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/"):
-            target: Any = root
-            for part in ref[2:].split("/"):
-                target = (
-                    target.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(target, Mapping) else {}
-                )
-            rest = {k: v for k, v in schema.items() if k != "$ref"}
-            schema = {**target, **rest} if isinstance(target, Mapping) else rest
-            continue
-        if isinstance(schema.get("allOf"), list):
-            merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                part = _resolve(part, root)
-                if isinstance(part, Mapping):
-                    merged = {**part, **merged}
-            schema = merged
-            continue
-        return schema
-    return schema
 
 
 def _type_of(schema: Mapping[str, Any]) -> str:
@@ -88,11 +39,6 @@ def _type_of(schema: Mapping[str, Any]) -> str:
     return "string"
 
 
-def _number(schema: Mapping[str, Any], key: str) -> float | None:
-    value = schema.get(key)
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _bounds(schema: Mapping[str, Any], step: float) -> tuple[float, float]:
     """The closed range a generated number is drawn from (exclusive bounds moved in by `step`)."""
     low = _number(schema, "minimum")
@@ -106,17 +52,6 @@ def _bounds(schema: Mapping[str, Any], step: float) -> tuple[float, float]:
     if high is None:
         high = low + 100
     return low, max(low, high)
-
-
-def _in_range(schema: Mapping[str, Any], value: float) -> bool:
-    low, low_strict = _number(schema, "minimum"), _number(schema, "exclusiveMinimum")
-    high, high_strict = _number(schema, "maximum"), _number(schema, "exclusiveMaximum")
-    return (
-        (low is None or value >= low)
-        and (low_strict is None or value > low_strict)
-        and (high is None or value <= high)
-        and (high_strict is None or value < high_strict)
-    )
 
 
 def _generate(schema: Any, root: Any, rng: random.Random, label: str, depth: int) -> Any:
@@ -183,62 +118,3 @@ def violate(instance: Any, schema: Any) -> Any:
     if not schema_errors(wrong, schema):
         wrong = [wrong]
     return wrong
-
-
-def _matches(instance: Any, kind: str) -> bool:
-    if kind in ("integer", "number") and isinstance(instance, bool):
-        return False
-    if kind == "integer" and isinstance(instance, float):
-        return instance.is_integer()
-    return isinstance(instance, _TYPES.get(kind, (object,)))
-
-
-def _errors(instance: Any, schema: Any, root: Any, path: str) -> list[str]:
-    schema = _resolve(schema, root)
-    if not isinstance(schema, Mapping):
-        return [] if schema is not False else [f"{path}: nothing is allowed"]
-    where = path or "$"
-    if "const" in schema and instance != schema["const"]:
-        return [f"{where}: expected {schema['const']!r}"]
-    if isinstance(schema.get("enum"), list) and instance not in schema["enum"]:
-        return [f"{where}: {instance!r} is not one of {schema['enum']!r}"]
-    for key in ("anyOf", "oneOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options and all(_errors(instance, o, root, path) for o in options):
-            return [f"{where}: matches none of {key}"]
-    declared = schema.get("type")
-    if declared is not None:
-        kinds = declared if isinstance(declared, list) else [declared]
-        if not any(_matches(instance, k) for k in kinds):
-            return [f"{where}: expected {' or '.join(map(str, kinds))}, got {type(instance).__name__}"]
-    found: list[str] = []
-    if isinstance(instance, dict):
-        for key in _list(schema, "required"):
-            if key not in instance:
-                found.append(f"{where}: missing required key {key!r}")
-        for key, sub in _map(schema, "properties").items():
-            if key in instance:
-                found += _errors(instance[key], sub, root, f"{path}.{key}" if path else key)
-    if isinstance(instance, list):
-        if isinstance(schema.get("minItems"), int) and len(instance) < schema["minItems"]:
-            found.append(f"{where}: fewer than {schema['minItems']} items")
-        if isinstance(schema.get("maxItems"), int) and len(instance) > schema["maxItems"]:
-            found.append(f"{where}: more than {schema['maxItems']} items")
-        prefix = _list(schema, "prefixItems")
-        for i, item in enumerate(instance):
-            sub = prefix[i] if i < len(prefix) else schema.get("items", True)
-            found += _errors(item, sub, root, f"{path}[{i}]")
-    if isinstance(instance, int | float) and not isinstance(instance, bool):
-        if not _in_range(schema, instance):
-            found.append(f"{where}: {instance} is out of range")
-    if isinstance(instance, str):
-        if isinstance(schema.get("minLength"), int) and len(instance) < schema["minLength"]:
-            found.append(f"{where}: shorter than {schema['minLength']}")
-        if isinstance(schema.get("maxLength"), int) and len(instance) > schema["maxLength"]:
-            found.append(f"{where}: longer than {schema['maxLength']}")
-    return found
-
-
-def schema_errors(instance: Any, schema: Any) -> list[str]:
-    """What is wrong with `instance` under `schema` (the subset above); empty when it is valid."""
-    return _errors(instance, schema, schema, "")
