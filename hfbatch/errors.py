@@ -253,9 +253,9 @@ class EmptyResponseError(APIError):
     kind = FailureKind.EMPTY
 
     def __init__(self, message: str, *, billed: Any = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
         #: The reply (a `ChatResult`): it was whole, so it was billed.
         self.billed = billed
-        super().__init__(message, **kw)
 
 
 class InvalidOutputError(APIError):
@@ -267,5 +267,5 @@ class InvalidOutputError(APIError):
     kind = FailureKind.INVALID_OUTPUT
 
     def __init__(self, message: str, *, billed: Any = None, **kw: Any) -> None:
-        self.billed = billed
         super().__init__(message, **kw)
+        self.billed = billed
