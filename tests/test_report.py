@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from report_helpers import START, Page, make_errors, make_run_data
 
+import hfbatch.report.timeline as timeline_module
 from hfbatch.report import build_report, render_report, report_path
 
 CHARTS = ("chart-throughput", "chart-latency", "chart-failures", "chart-limits", "chart-cost", "chart-finish-reasons")
@@ -248,3 +250,26 @@ def test_build_report_without_any_file(tmp_path: Path) -> None:
     """An output with nothing beside it still gets a report saying there is no data."""
     path = build_report(tmp_path / "nothing.jsonl")
     assert "no data" in Page(path.read_text(encoding="utf-8")).all_text
+
+
+def test_long_timeline_is_coarsened_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More snapshots than are kept (neighbours merged) still add up to every success, in bounded memory."""
+    monkeypatch.setattr(timeline_module, "MAX_INTERVALS", 256)
+    steps = 2_000
+    timeline = (
+        {
+            "t": START + i * 3.0,
+            "elapsed_s": i * 3.0,
+            "rows_done": i * 5,
+            "providers": {"alpha": {"successes": i * 3, "limit": 8}, "beta": {"successes": i * 2, "limit": 4}},
+        }
+        for i in range(1, steps + 1)
+    )
+    tracemalloc.start()
+    try:
+        html = render_report(None, timeline, [], title="long")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"alpha: {steps * 3:,} successes" in html and f"beta: {steps * 2:,} successes" in html
+    assert peak < 1.5 * 2**20  # all 2,000 snapshots kept would take about 3 MB

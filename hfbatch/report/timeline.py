@@ -26,7 +26,7 @@ GAUGES = ("in_flight", "limit", "rate_limit_rps")
 MAX_PROVIDERS = 64  # beyond this many names (a broken file), the rest are lumped into "other"
 MAX_KINDS = 32
 MAX_STREAMS = 256
-MAX_INTERVALS = 20_000  # more snapshots than this (a day at one per 5 s): neighbours are merged
+MAX_INTERVALS = 4096  # more snapshots than this (5.7 h at one per 5 s): neighbours are merged
 MAX_BINS = 120
 _OTHER = "other"
 
@@ -68,6 +68,7 @@ class Timeline:
     kinds: list[str]
     skipped: int
     spans: list[tuple[float, float, float]] = field(default_factory=list)  # (start, end, offset on axis)
+    _starts: list[float] = field(default_factory=list)
 
     @property
     def active_seconds(self) -> float:
@@ -84,7 +85,9 @@ class Timeline:
 
     def active(self, t: float) -> float:
         """Where Unix time `t` falls on the active-time axis."""
-        i = max(bisect.bisect_right([s[0] for s in self.spans], t) - 1, 0)
+        if len(self._starts) != len(self.spans):
+            self._starts = [s[0] for s in self.spans]
+        i = max(bisect.bisect_right(self._starts, t) - 1, 0)
         start, end, offset = self.spans[i]
         return offset + min(max(t - start, 0.0), end - start)
 
@@ -157,7 +160,7 @@ def read_timeline(records: Iterable[Any]) -> Timeline:
     open_: dict[str, tuple[Segment, Counts, float, float, Any]] = {}  # stream -> (segment, last cums, t, elapsed, run)
     segments: list[Segment] = []
     skipped = 0
-    n_intervals = 0
+    n_intervals, limit = 0, MAX_INTERVALS
     for record in records:
         t = num(record.get("t")) if isinstance(record, dict) else None
         if t is None or not isinstance(record, dict):
@@ -194,8 +197,10 @@ def read_timeline(records: Iterable[Any]) -> Timeline:
         seg.end, seg.rows_done, seg.rows_failed, seg.cumulative = end, done, failed, prev
         seg.elapsed = elapsed if elapsed is not None else end - seg.start
         open_[stream] = (seg, prev, end, elapsed if elapsed is not None else prev_elapsed, run)
-        if n_intervals > MAX_INTERVALS:
+        if n_intervals > limit:
             n_intervals = sum(_coarsen(s) for s in segments)
+            if n_intervals > limit * 3 // 4:  # many one-snapshot segments: merging cannot keep up, so stop trying
+                limit *= 2
     timeline = Timeline(segments, providers, kinds, skipped)
     timeline.spans = _spans(segments)
     return timeline
