@@ -208,7 +208,8 @@ def panels_chart(chart_id: str, title: str, desc: str, edges: Sequence[float], p
     items = [("limit", "#333333", "concurrency limit (line)"), ("in flight", "#aaaaaa", "requests in flight (area)")]
     items.append(("429 responses", "#D55E00", "429 (rate limited) responses per time bin (bars)"))
     leg, leg_h = legend(items, 64, 16, WIDTH - 84)
-    title_h, row_h, strip_gap, strip_h, gap = 24.0, 100.0, 8.0, 30.0, 22.0
+    title_h, strip_gap, strip_h, gap = 24.0, 8.0, 30.0, 22.0
+    row_h = 100.0 if len(panels) <= 4 else 64.0  # many providers: flatter rows keep the chart a screen or two
     block = title_h + row_h + strip_gap + strip_h + gap
     top = 16 + leg_h + 6
     frame = Frame(WIDTH, top + len(panels) * block + 40, top=top)

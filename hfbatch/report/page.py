@@ -13,7 +13,7 @@ from hfbatch.report.text import esc, fmt_time
 __all__ = ["render_report"]
 
 # No script may run and nothing may be fetched, even if some data slipped past escaping.
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 _CSS = """
 :root{--ink:#1d232b;--muted:#5b6573;--line:#dde2e8;--soft:#f4f6f8;--accent:#0072B2}
@@ -24,6 +24,7 @@ main{max-width:1060px;margin:0 auto;padding:28px 32px 48px}
 header{border-bottom:1px solid var(--line);padding-bottom:16px;margin-bottom:8px}
 h1{font-size:24px;margin:0 0 4px;font-weight:650;letter-spacing:-.01em;word-break:break-word}
 h2{font-size:17px;margin:36px 0 10px;font-weight:650}
+h3{font-size:13px;margin:16px 0 6px;font-weight:600;color:var(--muted)}
 .meta{color:var(--muted);font-size:13.5px;margin:0}
 .meta span+span:before{content:"·";margin:0 8px;color:#aab}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px;margin-top:18px}

@@ -22,6 +22,15 @@ __all__ = [
 MAX_BARS = 20
 
 
+def _percent(share: float) -> str:
+    """A share as a whole percentage, never rounding a few to 0% or nearly all to 100%."""
+    if 0 < share < 0.01:
+        return "<1%"
+    if 0.99 < share < 1:
+        return ">99%"
+    return f"{share:.0%}"
+
+
 def _note(chart_id: str, text: str) -> str:
     return f'<p class="note no-chart" data-chart="{chart_id}">{esc(text)}</p>'
 
@@ -194,7 +203,7 @@ def finish_section(ctx: Context) -> str:
     total = sum(num(v) or 0.0 for _, v in ordered)
     bars = []
     for i, (reason, v) in enumerate(ordered):
-        share = f" ({(num(v) or 0.0) / total:.0%})" if total else ""
+        share = f" ({_percent((num(v) or 0.0) / total)})" if total else ""
         bars.append(Bar(reason, num(v), color_for(i), fmt_int(v) + share, f"{reason}: {fmt_int(v)} replies{share}"))
     desc = "Replies by finish_reason: " + ", ".join(f"{r} {fmt_int(v)}" for r, v in ordered)
     return bar_chart("chart-finish-reasons", "How replies ended", desc, bars)

@@ -28,8 +28,12 @@ __all__ = [
     "y_axis",
 ]
 
-#: Okabe-Ito colours, readable by people with the common colour-vision deficiencies; yellow last (weak on white).
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#666666", "#F0E442")
+#: Okabe-Ito colours, readable by people with the common colour-vision deficiencies, yellow last (weak on white);
+#: then Paul Tol's "muted" ones that differ from them, for runs with many providers.
+PALETTE = (
+    *("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#666666", "#F0E442"),
+    *("#332288", "#117733", "#882255", "#44AA99", "#999933", "#AA4499", "#DDCC77"),
+)
 #: Failure classes keep one colour in every report, so a reader learns them once.
 FAILURE_COLORS = {
     "429": "#E69F00",

@@ -129,8 +129,24 @@ def _kinds(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return known + sorted(present - set(known))[:8]
 
 
+def _table(ctx: Context, cls: str, head: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    """A table with one row per provider (name, swatch) and numeric cells already formatted."""
+    out = [f'<div class="table-wrap"><table class="{cls}"><thead><tr>']
+    out += [f'<th scope="col"{_NUM if i else ""}>{esc(h)}</th>' for i, h in enumerate(head)]
+    out.append("</tr></thead><tbody>")
+    for name, values in rows:
+        total = name == "(all)"
+        swatch = "" if total else f'<span class="swatch" style="background:{ctx.color(name)}"></span>'
+        cells = [f'<th scope="row" title="{esc(name)}">{swatch}{esc(name, 32)}</th>']
+        cells += [f'<td class="num">{esc(v)}</td>' for v in values]
+        row_class = ' class="total"' if total else ""
+        out.append(f'<tr{row_class} data-series="{esc(name)}">{"".join(cells)}</tr>')
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
 def provider_table(ctx: Context) -> str:
-    """One row per provider and one for all: requests, failures by class, latency, tokens, cost."""
+    """Two tables with a row per provider and one for all: requests and failures; latency, tokens, cost."""
     providers = dig(ctx.stats, "providers")
     if not isinstance(providers, dict) or not providers:
         return '<p class="note">No per-provider stats yet.</p>'
@@ -139,27 +155,28 @@ def provider_table(ctx: Context) -> str:
     if isinstance(overall, dict):
         rows.append(("(all)", overall))
     kinds = _kinds(rows)
-    head = ["provider", "requests", "ok", *kinds, "retries", "fail-overs", "benched", "p50 ms", "p95 ms", "p99 ms"]
-    head += ["tokens in / out", "cost"]
-    out = ['<div class="table-wrap"><table class="providers"><thead><tr>']
-    out += [f'<th scope="col"{_NUM if i else ""}>{esc(h)}</th>' for i, h in enumerate(head)]
-    out.append("</tr></thead><tbody>")
+    benched = any(num(s.get("breaker_trips")) for _, s in rows)
+    head = ["provider", "requests", "ok", *kinds, "retries", "fail-overs", *(["benched"] if benched else [])]
+    counts = []
     for name, s in rows:
-        total = name == "(all)"
-        swatch = "" if total else f'<span class="swatch" style="background:{ctx.color(name)}"></span>'
-        cells = [f'<th scope="row">{swatch}{esc(name, 60)}</th>']
-        values = [s.get("requests"), s.get("successes")]
-        values += [dig(s, "failures", k) or 0 for k in kinds]
-        values += [s.get("retries"), s.get("failovers_out"), s.get("breaker_trips")]
-        cells += [f'<td class="num">{esc(fmt_int(v) if v is not None else "-")}</td>' for v in values]
-        cells += [f'<td class="num">{esc(fmt_ms(dig(s, "latency_s", q)))}</td>' for q in ("p50", "p95", "p99")]
-        tokens = f"{fmt_int(s.get('prompt_tokens'))} / {fmt_int(s.get('completion_tokens'))}"
-        cells.append(f'<td class="num">{esc(tokens)}</td>')
-        cells.append(f'<td class="num">{esc(fmt_cost(s.get("cost_usd")))}</td>')
-        cls = ' class="total"' if total else ""
-        out.append(f'<tr{cls} data-series="{esc(name)}">{"".join(cells)}</tr>')
-    out.append("</tbody></table></div>")
-    return "".join(out)
+        values = [s.get("requests"), s.get("successes"), *(dig(s, "failures", k) or 0 for k in kinds)]
+        values += [s.get("retries"), s.get("failovers_out"), *([s.get("breaker_trips")] if benched else [])]
+        counts.append((name, [fmt_int(v) if v is not None else "-" for v in values]))
+    money = [
+        (
+            name,
+            [fmt_ms(dig(s, "latency_s", q)) for q in ("p50", "p95", "p99")]
+            + [fmt_int(s.get("prompt_tokens")), fmt_int(s.get("completion_tokens")), fmt_cost(s.get("cost_usd"))],
+        )
+        for name, s in rows
+    ]
+    head2 = ["provider", "p50 ms", "p95 ms", "p99 ms", "prompt tokens", "completion tokens", "cost"]
+    return (
+        "<h3>Requests and failures</h3>"
+        + _table(ctx, "providers", head, counts)
+        + "<h3>Latency, tokens and cost</h3>"
+        + _table(ctx, "providers", head2, money)
+    )
 
 
 def error_table(ctx: Context) -> str:
