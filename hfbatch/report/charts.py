@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from hfbatch.report.svg import (
     CHAR_WIDTH,
+    FAILURE_COLORS,
     Frame,
     LinearScale,
     LogScale,
@@ -205,8 +206,11 @@ def time_chart(
 
 def panels_chart(chart_id: str, title: str, desc: str, edges: Sequence[float], panels: Sequence[Panel]) -> str:
     """One row per provider: its concurrency limit (line), requests in flight (area) and 429s (bars below)."""
-    items = [("limit", "#333333", "concurrency limit (line)"), ("in flight", "#aaaaaa", "requests in flight (area)")]
-    items.append(("429 responses", "#D55E00", "429 (rate limited) responses per time bin (bars)"))
+    items = [
+        ("limit", "#333333", "concurrency limit: a line in the provider's colour"),
+        ("in flight", "#aaaaaa", "requests in flight: an area in the provider's colour"),
+        ("429 responses", FAILURE_COLORS["429"], "429 (rate limited) responses per time bin (bars)"),
+    ]
     leg, leg_h = legend(items, 64, 16, WIDTH - 84)
     title_h, strip_gap, strip_h, gap = 24.0, 8.0, 30.0, 22.0
     row_h = 100.0 if len(panels) <= 4 else 64.0  # many providers: flatter rows keep the chart a screen or two
@@ -243,8 +247,9 @@ def panels_chart(chart_id: str, title: str, desc: str, edges: Sequence[float], p
         s1 = s0 + strip_h
         rmax = max(max(p.rate_limited, default=0.0), 1e-9)
         out.append(
-            f'<g class="strip" data-metric="429"><line class="baseline" x1="{frame.x0:.1f}" x2="{frame.x1:.1f}" '
-            f'y1="{s1:.1f}" y2="{s1:.1f}"/><text x="{frame.x0 - 6:.1f}" y="{s1 - 4:.1f}" text-anchor="end">429s</text>'
+            f'<g class="strip" data-metric="429" fill="{FAILURE_COLORS["429"]}">'
+            f'<line class="baseline" x1="{frame.x0:.1f}" x2="{frame.x1:.1f}" y1="{s1:.1f}" y2="{s1:.1f}"/>'
+            f'<text x="{frame.x0 - 6:.1f}" y="{s1 - 4:.1f}" text-anchor="end">429s</text>'
         )
         for i, v in enumerate(p.rate_limited):
             if v > 0:

@@ -55,7 +55,6 @@ svg.chart .hist-fill{fill-opacity:.12;stroke:none}
 svg.chart .hist-line{fill:none;stroke-width:2}
 svg.chart .inflight{fill-opacity:.3;stroke:none}
 svg.chart .limit{fill:none;stroke-width:2}
-svg.chart .strip rect{fill:#D55E00}
 svg.chart .marker line{stroke:#5b6573;stroke-dasharray:4 3}
 svg.chart .marker text{fill:var(--muted);font-size:11px}
 svg.chart .panel-title{font-weight:650;font-size:13px;fill:var(--ink)}

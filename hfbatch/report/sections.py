@@ -141,8 +141,8 @@ def limits_section(ctx: Context) -> str:
         last_limit = next((v for v in reversed(limit) if v is not None), None)
         pace = next((v for v in reversed(gauges.get("rate_limit_rps") or []) if v is not None), None)
         caption = f"{fmt_int(sum(r429))} × 429"
-        caption += f" · limit at the end {fmt_num(last_limit)}" if last_limit is not None else ""
-        caption += f" · paced at {fmt_num(pace)} req/s" if pace is not None else ""
+        caption += f" · limit at the end {fmt_num(last_limit, 2)}" if last_limit is not None else ""
+        caption += f" · paced at {fmt_num(pace, 2)} req/s" if pace is not None else ""
         panels.append(Panel(name, ctx.color(name), limit, inflight, r429, caption))
     if not panels:
         return _note("chart-limits", "The timeline has no limits, requests in flight or 429s to show.")

@@ -36,16 +36,16 @@ PALETTE = (
 )
 #: Failure classes keep one colour in every report, so a reader learns them once.
 FAILURE_COLORS = {
-    "429": "#E69F00",
-    "5xx": "#D55E00",
-    "timeout": "#CC79A7",
+    "429": "#D55E00",  # the same vermillion as the 429 bars of the limits chart
+    "5xx": "#CC79A7",
+    "timeout": "#882255",
     "connection": "#56B4E9",
     "malformed": "#009E73",
     "402": "#F0E442",
     "401": "#000000",
     "4xx": "#0072B2",
     "empty": "#999999",
-    "invalid_output": "#882255",
+    "invalid_output": "#44AA99",
 }
 CHAR_WIDTH = 6.6  # average width of a 12px sans-serif character, for laying out labels without a font
 
@@ -131,7 +131,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
-    """Tick values on a log axis over [lo, hi]: decades, or 1-2-5 steps, or every digit for a narrow range."""
+    """Tick values on a log axis over [lo, hi]: decades, 1-2-5 steps, every digit, or linear steps when narrow."""
     for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
         ticks = [
             m * 10.0**e
@@ -141,7 +141,7 @@ def log_ticks(lo: float, hi: float) -> list[float]:
         ]
         if len(ticks) >= 3:
             return ticks
-    return [lo, hi] if hi > lo else [lo]
+    return [t for t in nice_ticks(lo, hi, 6) if lo <= t <= hi] or [lo]
 
 
 def open_svg(chart_id: str, title: str, desc: str, frame: Frame, extra_class: str = "") -> str:

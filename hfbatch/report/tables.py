@@ -215,6 +215,8 @@ def _flat(data: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
             out.append((name, "(hidden)"))
         elif isinstance(value, dict) and depth < 3:
             out.extend(_flat(value, name + ".", depth + 1))
+        elif value is None:
+            out.append((name, "not set"))
         else:
             shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
             out.append((name, mask(shown)))
