@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import re
 import tracemalloc
@@ -131,9 +132,12 @@ def test_new_run_after_the_stats_is_running() -> None:
     stats, timeline = make_run_data(runs=(30.0, 30.0))
     first_run = copy.deepcopy(stats)
     first_run["runs"] = first_run["runs"][:1]
+    for key in ("started_at", "ended_at"):  # the history may give times as ISO 8601 strings
+        first_run["runs"][0][key] = datetime.datetime.fromtimestamp(stats["runs"][0][key], datetime.UTC).isoformat()
     _, page = render(first_run, timeline[:20], now=timeline[19]["t"] + 1)
     assert "a new run is going" in page.all_text
     assert "2 (now)" in page.all_text
+    assert "2026-01-01 00:00:00 UTC 30.0 s" in page.all_text  # the first run: its start and duration
 
 
 def test_silent_run_is_flagged_stale() -> None:

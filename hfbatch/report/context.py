@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hfbatch.report.svg import color_for
-from hfbatch.report.text import fmt_duration, num
+from hfbatch.report.text import fmt_duration, num, unix_time
 from hfbatch.report.timeline import Binned, Timeline, bin_timeline, read_timeline
 from hfbatch.report.topn import TopMessages
 
@@ -80,7 +80,7 @@ def _status(stats: dict[str, Any] | None, timeline: Timeline, now: float | None)
     running = stats is None and last_t is not None
     if stats is not None and timeline.segments:
         runs = dig(stats, "runs")
-        ends = [num(r.get("ended_at")) for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+        ends = [unix_time(r.get("ended_at")) for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
         newest = max((e for e in ends if e is not None), default=None)
         latest_start = max(s.start for s in timeline.segments)
         running = newest is not None and latest_start > newest + _START_SLACK_S

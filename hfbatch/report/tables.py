@@ -16,6 +16,7 @@ from hfbatch.report.text import (
     is_secret_key,
     mask,
     num,
+    unix_time,
 )
 
 __all__ = ["error_table", "provider_table", "runs_table", "settings_table", "summary_cards"]
@@ -249,7 +250,7 @@ def runs_table(ctx: Context) -> str:
     runs = [r for r in (dig(ctx.stats, "runs") or []) if isinstance(r, dict)]
     rows = []
     for i, r in enumerate(runs):
-        start, end = num(r.get("started_at")), num(r.get("ended_at"))
+        start, end = unix_time(r.get("started_at")), unix_time(r.get("ended_at"))
         took = None if start is None or end is None else end - start
         tokens = (num(r.get("prompt_tokens")) or 0) + (num(r.get("completion_tokens")) or 0)
         code = r.get("exit_code")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import html
 import math
 import re
@@ -20,6 +21,7 @@ __all__ = [
     "mask",
     "num",
     "short",
+    "unix_time",
 ]
 
 # What a Hugging Face token looks like; anything shaped like one is masked wherever it appears.
@@ -61,6 +63,19 @@ def num(value: Any) -> float | None:
         return None
     f = float(value)
     return f if math.isfinite(f) else None
+
+
+def unix_time(value: Any) -> float | None:
+    """A Unix time given as a number or an ISO 8601 string (naive means UTC), or None."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.UTC)
+        return parsed.timestamp()
+    return num(value)
 
 
 def fmt_int(value: Any) -> str:
@@ -117,10 +132,8 @@ def fmt_ms(seconds: Any) -> str:
 
 
 def fmt_time(unix: Any) -> str:
-    """A Unix time as UTC date and time, or "unknown"; ISO strings pass through (masked)."""
-    if isinstance(unix, str) and unix:
-        return mask(unix)
-    v = num(unix)
+    """A Unix time (or ISO 8601 string) as UTC date and time, or "unknown"."""
+    v = unix_time(unix)
     if v is None or not 0 <= v < 1e11:
         return "unknown"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v))
