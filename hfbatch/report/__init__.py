@@ -1,8 +1,11 @@
 """A run's report: one self-contained HTML page (inline CSS and SVG, no scripts, no network).
 
-`render_report(stats, timeline, errors, title=..., now=...)` is pure: data in, HTML string out.
-`build_report(output)` reads the files beside an output and writes `<output>.report.html`
-atomically. Every input may be missing or partial: a missing part becomes a note, never a crash.
+`render_report(stats, timeline, errors, *, title, now=None) -> str` is pure: data in, HTML out;
+`now` (Unix time) only stamps the page and tells a silent run from a live one.
+`build_report(output, *, stats_path=None, timeline_path=None, errors_path=None, now=None) -> Path`
+reads `<output>.stats.json`, `<output>.timeline.jsonl` and `<output>.errors.jsonl` (or the paths
+given), streaming the JSONL files line by line, and writes `<output>.report.html` atomically.
+Every input may be missing or partial: a missing part becomes a note, never a crash.
 Text from data is HTML-escaped and anything shaped like a token (`hf_` + 8 word characters) is
 masked; settings whose name says secret (token, api_key, password, ...) are hidden.
 
