@@ -22,9 +22,11 @@ from hfbatch.failover import call_with_failover
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
 from hfbatch.jobspec import JobSpec
+from hfbatch.learned_state import load_state, save_state
+from hfbatch.messages import calculate_length
 from hfbatch.outputs import OutputFiles, error_record, open_output, result_record
 from hfbatch.outputs.records import check_writable
-from hfbatch.provider_pool import ProviderPool
+from hfbatch.provider_pool import ProviderLimits, ProviderPool
 from hfbatch.retry import RetryPolicy, env_time_scale
 from hfbatch.stats import RunStats
 from hfbatch.wire import ChatResult
@@ -73,7 +75,7 @@ async def _collect(stream: AsyncIterator[str | ChatResult]) -> ChatResult:
 @contextlib.asynccontextmanager
 async def _client_for(spec: JobSpec, scale: float) -> AsyncIterator[HuggingFaceAPI]:
     """The client, pointed at an in-process simulated server when the job has a [sim] table."""
-    policy = RetryPolicy(max_retries=spec.max_retries, time_scale=scale)
+    policy = RetryPolicy(max_retries=spec.max_retries, max_attempts=spec.max_attempts, time_scale=scale)
     kw: dict[str, Any] = {
         "timeout": spec.timeout,
         "idle_timeout": spec.idle_timeout,
@@ -153,9 +155,7 @@ async def _run_files(
     async with _client_for(spec, scale) as api:
         providers = list(spec.providers) or await _providers(api, spec.model)
         model = api.get_model(spec.model)
-        pool = ProviderPool(
-            providers, stats, per_provider=spec.provider_concurrency or spec.concurrency, time_scale=scale
-        )
+        pool = _pool(spec, api, model, providers, stats, scale)
         files.start(settings, fingerprint)
         run = _Run(spec, api, model, providers, pool, stats, done, control, progress)
         try:
@@ -164,9 +164,27 @@ async def _run_files(
             files.close()
         if code is ExitCode.OK and stats.rows_failed + stats.rows_bad:
             code = ExitCode.FAILED_ROWS
-        report = _report(spec, stats, providers, started, code, message)
+        report = _report(spec, stats, providers, started, code, message, pool.limits_now())
         files.write_stats(report.stats)
+        save_state(api.api_base, model, pool.learned())
         return report
+
+
+def _pool(
+    spec: JobSpec, api: HuggingFaceAPI, model: str, providers: list[str], stats: RunStats, scale: float
+) -> ProviderPool:
+    """The providers' capacity for this run: the user's limits, warm-started from what earlier runs learned."""
+    per_provider = ProviderLimits(concurrency=spec.provider_concurrency or spec.concurrency)
+    learned = load_state(api.api_base, model, providers) if spec.learned_limits else {}
+    return ProviderPool(
+        providers,
+        stats,
+        limits=dict.fromkeys(providers, per_provider),
+        learned=learned,
+        run_rpm=spec.rpm,
+        run_tpm=spec.tpm,
+        time_scale=scale,
+    )
 
 
 async def _providers(api: HuggingFaceAPI, model: str) -> list[str]:
@@ -184,7 +202,13 @@ async def _providers(api: HuggingFaceAPI, model: str) -> list[str]:
 
 
 def _report(
-    spec: JobSpec, stats: RunStats, providers: list[str], started: float, code: ExitCode, message: str | None
+    spec: JobSpec,
+    stats: RunStats,
+    providers: list[str],
+    started: float,
+    code: ExitCode,
+    message: str | None,
+    limits: dict[str, dict[str, Any]] | None = None,
 ) -> RunReport:
     extra = {
         "model": spec.model,
@@ -194,7 +218,8 @@ def _report(
         "exit_code": int(code),
         "stopped_because": message,
     }
-    return RunReport(code, stats.to_dict(wall_time=time.monotonic() - started, extra=extra), message)
+    data = stats.to_dict(wall_time=time.monotonic() - started, extra=extra, limits=limits)
+    return RunReport(code, data, message)
 
 
 class _Run:
@@ -264,6 +289,8 @@ class _Run:
     async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         await self.control.draining.wait()
         feeder.cancel()
+        # Rows waiting for capacity or a retry have nothing in flight: they stop now, left for a rerun.
+        self.pool.stop_waiting()
         while not self.queue.empty():
             self.queue.get_nowait()
         for _ in workers:
@@ -308,6 +335,11 @@ class _Run:
         for _ in range(self.spec.concurrency):
             await self.queue.put(None)
 
+    @staticmethod
+    def _token_estimate(messages: list[Any], params: dict[str, Any]) -> float:
+        """Tokens a request may use, for --tpm: about 4 characters per prompt token, plus max_tokens."""
+        return calculate_length(messages) / 4 + (params.get("max_tokens") or 0)
+
     def _bad(self, index: int, where: str, row_id: Any, reason: str) -> None:
         self.files.add_error(error_record(index, where, row_id, UsageError(reason)))
         self.stats.rows_bad += 1
@@ -341,8 +373,17 @@ class _Run:
                 self.api.stream(self.model, messages, provider=provider, params=params, allow_empty=allow_empty)
             )
 
+        deadline = None if self.spec.max_wait is None else time.monotonic() + self.spec.max_wait
         try:
-            result = await call_with_failover(send, self.providers, self.policy, self.pool)
+            result = await call_with_failover(
+                send,
+                self.providers,
+                self.policy,
+                self.pool,
+                sleep=self.pool.sleep,
+                deadline=deadline,
+                cost=self._token_estimate(messages, params) if self.spec.tpm else 0.0,
+            )
         except AuthenticationError:
             raise
         except UsageError as exc:
