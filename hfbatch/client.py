@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import aiohttp
 
 from hfbatch import catalog, defaults
+from hfbatch.capacity.headers import RateHint, parse_ratelimit_headers
 from hfbatch.credentials import check_url, token_hint, url_label
 from hfbatch.errors import (
     APIError,
@@ -25,8 +26,9 @@ from hfbatch.errors import (
     InputError,
     MalformedResponseError,
     ModelNotSupportedError,
+    RateLimitError,
 )
-from hfbatch.failover import BasicScheduler, Scheduler, call_with_failover
+from hfbatch.failover import BasicScheduler, call_with_failover
 from hfbatch.http_errors import error_for_status, map_transport_errors
 from hfbatch.hub import HubClient, ProviderMapping
 from hfbatch.media import LocalAccess, MediaItem, image_urls
@@ -87,7 +89,7 @@ class HuggingFaceAPI:
         self.connect_timeout = connect_timeout
         self.retry = retry or RetryPolicy(time_scale=env_time_scale())
         self.api_key_env = api_key_env
-        self.scheduler: Scheduler = BasicScheduler()
+        self.scheduler = BasicScheduler(self.retry)
         self._chat_url = f"{self.api_base}/chat/completions"
         self._session: aiohttp.ClientSession | None = None
         #: Hub lookups (provider mappings, the model list) over this client's session.
@@ -245,7 +247,9 @@ class HuggingFaceAPI:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise _status_error(resp, raw, provider)
+                hint = _hint_of(resp.headers)
             result = parse_completion(raw, provider, model, keep_raw=keep_raw)
+            result.hint = hint
             if keep_raw:
                 result.request_id = resp.headers.get("x-request-id")
             return _checked(result, allow_empty)
@@ -359,7 +363,7 @@ class HuggingFaceAPI:
         async def send(provider: str) -> ChatResult:
             return await self.complete(model, prepared, provider=provider, params=params, api_key=api_key)
 
-        return await call_with_failover(send, order, self.retry, self.scheduler)
+        return await call_with_failover(send, order, self.retry, self.scheduler, patient=False)
 
     async def create_async_generator(
         self,
@@ -412,4 +416,34 @@ async def _by(deadline: float, awaitable: Awaitable[_T]) -> _T:
 
 def _status_error(resp: aiohttp.ClientResponse, raw: bytes, provider: str) -> APIError:
     """The error for an HTTP error reply (the caller's map_transport_errors scrubs the token)."""
-    return error_for_status(resp.status, raw.decode("utf-8", "replace"), provider=provider, headers=dict(resp.headers))
+    error = error_for_status(resp.status, raw.decode("utf-8", "replace"), provider=provider, headers=dict(resp.headers))
+    if isinstance(error, RateLimitError):
+        error.hint = _hint_of(resp.headers)
+    return error
+
+
+# A reply with none of these says nothing about rate limits: most replies, checked in a few lookups.
+_RATE_HEADERS = (
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-remaining",
+    "ratelimit-remaining",
+    "retry-after",
+    "retry-after-ms",
+)
+
+
+def _hint_of(headers: Mapping[str, str]) -> RateHint | None:
+    """What a reply's rate-limit headers say, or None when it has none."""
+    for name in _RATE_HEADERS:
+        if name in headers:
+            return parse_ratelimit_headers(headers, time.time())
+    return None
+
+
+class _StreamBroken(Exception):
+    """A stream failed after some of its text was delivered; not retried elsewhere."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(str(error))
+        self.error = error

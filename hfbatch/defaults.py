@@ -25,6 +25,9 @@ HUB_TIMEOUT = 30.0
 
 # Retry policy (see retry.py).
 DEFAULT_MAX_RETRIES = 3
+# Transient failures one row may meet across all providers before it fails: at a 30% independent
+# transient error rate, 0.3 ** 12 = 5.3e-7, below the one-in-a-million target.
+DEFAULT_ROW_ATTEMPTS = 12
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 # A server may ask for a longer pause than this, but a batch run will not wait longer per request.

@@ -220,6 +220,8 @@ class RateLimitError(APIError):
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         self.retry_after = retry_after
+        #: The reply's rate-limit headers as a `hfbatch.capacity.RateHint`, when it had any.
+        self.hint: Any = None
         super().__init__(message, **kw)
 
 

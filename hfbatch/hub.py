@@ -226,7 +226,9 @@ class HubClient:
                 return await call()
             except APIError as exc:
                 decision = decide(exc, retries, self.retry, other_provider_ready=False)
-                if decision.action is not Action.RETRY:
+                # A rate-limited Hub is waited for too, but only as often as a failing one.
+                waiting = decision.action is Action.REQUEUE and retries < self.retry.max_retries
+                if decision.action is not Action.RETRY and not waiting:
                     raise
             retries += 1
             await asyncio.sleep(decision.delay)

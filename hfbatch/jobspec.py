@@ -146,7 +146,35 @@ class JobSpec:
         "int", "Requests in flight at most per provider (default: concurrency).", None, minimum=1
     )
     max_retries: int = setting(
-        "int", "Retries per provider before failing over.", defaults.DEFAULT_MAX_RETRIES, minimum=0
+        "int",
+        "Retries of a row on one provider after a transient failure (5xx, timeout, reset, malformed or empty "
+        "reply) before it moves to the next.",
+        defaults.DEFAULT_MAX_RETRIES,
+        minimum=0,
+    )
+    max_attempts: int = setting(
+        "int",
+        "Transient failures a row may meet across all providers (cycling back to them) before it fails; "
+        "429s never count.",
+        defaults.DEFAULT_ROW_ATTEMPTS,
+        minimum=1,
+    )
+    rpm: float | None = setting("float", "Requests per minute at most, over the whole run.", None, minimum=0.001)
+    tpm: float | None = setting(
+        "float",
+        "Tokens per minute at most, over the whole run (prompt estimate + max_tokens, then usage).",
+        None,
+        minimum=1,
+    )
+    max_wait: float | None = setting(
+        "float",
+        "Longest a row waits for a provider with room, seconds (default: as long as the run goes on); "
+        "a row past it fails as 429.",
+        None,
+        minimum=0,
+    )
+    learned_limits: bool = setting(
+        "bool", "Start from the limits earlier runs learned for these providers (kept a day).", True
     )
     timeout: float = setting("float", "Deadline per attempt, seconds.", defaults.DEFAULT_TIMEOUT, minimum=0.001)
     idle_timeout: float = setting(

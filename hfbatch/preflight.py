@@ -65,7 +65,7 @@ class RunPlan:
 @contextlib.asynccontextmanager
 async def open_client(spec: JobSpec, scale: float) -> AsyncIterator[HuggingFaceAPI]:
     """The job's client, pointed at an in-process simulated server when the job has a [sim] table."""
-    policy = RetryPolicy(max_retries=spec.max_retries, time_scale=scale)
+    policy = RetryPolicy(max_retries=spec.max_retries, max_attempts=spec.max_attempts, time_scale=scale)
     kw: dict[str, Any] = {
         "timeout": spec.timeout,
         "idle_timeout": spec.idle_timeout,

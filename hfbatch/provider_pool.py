@@ -1,234 +1,302 @@
-"""Provider state shared by the runner's workers: limits, pauses, circuit breakers and stats.
+"""The runner's scheduler: every provider's capacity, circuit breaker and out state, and the stats they feed.
 
-Each provider has an adaptive in-flight limit (halved on 429, grown back by one
-per window of successes), a pause set by `Retry-After` that holds only that
-provider, and a circuit breaker that benches it after consecutive failures for
-a cool-down that doubles each time; benched too often with no success between,
-it is out for the run, as a provider that answered 402 is.
+Providers are capacity, not spares. Each has a `ProviderCapacity` (hfbatch.capacity):
+an in-flight limit and a request pace (and, with --tpm, a token pace) learned from its
+429s, successes and rate-limit headers, never above what the user set. `acquire` gives a
+row the first provider in route order with room now, else whichever gets room first
+(spill-over). A provider with `breaker_threshold` transient failures in a row is benched
+for a cool-down that doubles each time; benched `breaker_max_trips` times with no
+success between, or asking for a pause longer than `max_pause`, it is out for the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from hfbatch import defaults
+from hfbatch.capacity import LearnedLimits, ProviderCapacity, RateLimit, Slot, acquire_any
 from hfbatch.errors import APIError, RateLimitError
 from hfbatch.pricing import Price, count_billed
 from hfbatch.stats import RunStats
 from hfbatch.wire import ChatResult
 
-__all__ = ["AdaptiveLimiter", "ProviderPool"]
+__all__ = ["Lease", "ProviderLimits", "ProviderPool"]
 
 
-class AdaptiveLimiter:
-    """A semaphore whose size can shrink and grow while it is in use."""
+@dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """What the user allows one provider: requests in flight, and per minute (requests, tokens)."""
 
-    __slots__ = ("_waiters", "in_flight", "limit", "maximum")
+    concurrency: int
+    rpm: float | None = None
+    tpm: float | None = None
 
-    def __init__(self, maximum: int) -> None:
-        self.maximum = maximum
-        self.limit = float(maximum)
-        self.in_flight = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def acquire(self) -> None:
-        """Wait for a place."""
-        if self.in_flight < int(self.limit) and not self._waiters:
-            self.in_flight += 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the place was handed over just as we were cancelled
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
-            raise
+class Lease:
+    """One attempt's slot on a provider."""
 
-    def release(self) -> None:
-        """Give a place back."""
-        self.in_flight -= 1
-        self._wake()
+    __slots__ = ("cost", "provider", "slot")
 
-    def _wake(self) -> None:
-        while self._waiters and self.in_flight < int(self.limit):
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self.in_flight += 1
-                fut.set_result(None)
-
-    def decrease(self) -> None:
-        """Halve the limit (never below one)."""
-        self.limit = max(1.0, self.limit / 2)
-
-    def increase(self) -> None:
-        """Grow the limit by about one per `limit` successes, back up to the maximum."""
-        if self.limit < self.maximum:
-            self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
-            self._wake()
+    def __init__(self, provider: str, slot: Slot, cost: float) -> None:
+        self.provider = provider
+        self.slot = slot
+        self.cost = cost
 
 
 class _State:
-    __slots__ = (
-        "benched_until",
-        "consecutive",
-        "last_decrease",
-        "limiter",
-        "out",
-        "paused_until",
-        "trips_in_row",
-    )
+    __slots__ = ("benched_until", "capacity", "consecutive", "out", "trips_in_row")
 
-    def __init__(self, limit: int) -> None:
-        self.limiter = AdaptiveLimiter(limit)
-        self.paused_until = 0.0
+    def __init__(self, capacity: ProviderCapacity) -> None:
+        self.capacity = capacity
         self.benched_until = 0.0
         self.consecutive = 0
         self.trips_in_row = 0
-        self.last_decrease = 0.0
         self.out: APIError | None = None
 
 
 class ProviderPool:
-    """The runner's Scheduler: per-provider limits, Retry-After pauses, breakers and stats."""
+    """Per-provider capacity, breakers and stats, shared by the runner's workers."""
 
     def __init__(
         self,
-        providers: list[str],
+        providers: Sequence[str],
         stats: RunStats,
         *,
-        per_provider: int,
+        limits: Mapping[str, ProviderLimits],
+        learned: Mapping[str, LearnedLimits] | None = None,
+        run_rpm: float | None = None,
+        run_tpm: float | None = None,
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         breaker_threshold: int = defaults.BREAKER_THRESHOLD,
         breaker_cooldown: float = defaults.BREAKER_COOLDOWN,
         breaker_max_trips: int = defaults.BREAKER_MAX_TRIPS,
+        max_pause: float = defaults.MAX_RETRY_AFTER,
         prices: Mapping[str, Price | None] | None = None,
     ) -> None:
         self.stats = stats
         #: Each provider's price (None: unknown), for the cost of what it bills.
         self.prices: Mapping[str, Price | None] = prices or {}
-        self._per_provider = per_provider
-        self._states = {p: _State(per_provider) for p in providers}
+        self._limits = dict(limits)
+        self._learned = dict(learned or {})
+        self._states: dict[str, _State] = {}
+        self._tokens_paced: set[str] = set()
         self._clock = clock
         self._scale = time_scale
         self._threshold = breaker_threshold
         self._cooldown = breaker_cooldown
         self._max_trips = breaker_max_trips
-        for p in providers:
-            stats.provider(p).priced = self.prices.get(p) is not None
+        self._max_pause = max_pause
+        # --rpm / --tpm bound the whole run, whichever providers serve it.
+        self._run_requests = None if run_rpm is None else RateLimit(maximum=run_rpm / 60.0, learn=False, clock=clock)
+        self._run_tokens = (
+            None if run_tpm is None else RateLimit(maximum=run_tpm / 60.0, learn=False, burst=1.0, clock=clock)
+        )
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+        self.add(providers)
 
-    def add(self, providers: list[str]) -> None:
-        """Take on providers first met during the run (rows that name their own model)."""
-        for p in providers:
-            if p not in self._states:
-                self._states[p] = _State(self._per_provider)
-                self.stats.provider(p)
+    def add(self, providers: Sequence[str]) -> None:
+        """Take on providers (at the start, or first met during the run: rows that name their own model).
 
-    def _state(self, provider: str) -> _State:
-        return self._states[provider]
+        A provider without limits of its own gets those of `limits["*"]`, when given.
+        """
+        for p in providers:
+            if p in self._states:
+                continue
+            lim = self._limits.get(p) or self._limits["*"]
+            capacity = ProviderCapacity.build(
+                lim.concurrency, rpm=lim.rpm, tpm=lim.tpm, learned=self._learned.get(p), clock=self._clock
+            )
+            self._states[p] = _State(capacity)
+            if lim.tpm is not None:
+                self._tokens_paced.add(p)
+            self.stats.provider(p).priced = self.prices.get(p) is not None
+
+    # --- which providers may take rows ---------------------------------------------------------------
 
     def is_out(self, provider: str) -> bool:
         """True when the provider is done for this run."""
-        return self._state(provider).out is not None
+        return self._states[provider].out is not None
 
     def why_out(self, provider: str) -> APIError | None:
         """The error that put the provider out, if it is out."""
-        return self._state(provider).out
+        return self._states[provider].out
 
     def all_out(self) -> bool:
         """True when no provider is left for the run (a pool that has none yet is not out)."""
         return bool(self._states) and all(s.out is not None for s in self._states.values())
 
-    def is_ready(self, provider: str) -> bool:
-        """True when the provider would take a request now."""
-        s = self._state(provider)
-        if s.out is not None:
-            return False
-        now = self._clock()
-        return now >= s.paused_until and now >= s.benched_until
+    def capacity(self, provider: str) -> ProviderCapacity:
+        """The provider's learned limits."""
+        return self._states[provider].capacity
 
-    async def wait_ready(self, provider: str) -> None:
-        """Sleep until the provider's pause or bench ends, or it is out."""
-        s = self._state(provider)
-        while s.out is None:
-            delay = max(s.paused_until, s.benched_until) - self._clock()
-            if delay <= 0:
-                return
+    async def acquire(self, candidates: Sequence[str], cost: float = 0.0) -> Lease:
+        """A slot on the first candidate with room now (route order), else on whichever has room first.
+
+        Benched candidates are skipped until their cool-down ends; `cost` is the request's
+        estimated tokens, booked against a token pace when one is set.
+        """
+        started = self._clock()
+        with self._waiter():
+            if self._run_requests is not None:
+                await self._run_requests.wait()
+            if self._run_tokens is not None and cost > 0:
+                await self._run_tokens.wait(cost)
+            lease = await self._acquire(candidates, cost)
+        self.stats.capacity_wait += self._clock() - started
+        return lease
+
+    async def _acquire(self, candidates: Sequence[str], cost: float) -> Lease:
+        while True:
+            now = self._clock()
+            ready = [p for p in candidates if self._states[p].out is None and self._states[p].benched_until <= now]
+            if not ready:
+                waiting = [self._states[p].benched_until for p in candidates if self._states[p].out is None]
+                # Every candidate is benched (the loop never passes only providers that are out).
+                await asyncio.sleep(max(0.0, min(waiting, default=now) - now))
+                continue
+            index, slot = await acquire_any([self._states[p].capacity for p in ready], cost)
+            provider = ready[index]
+            state = self._states[provider]
+            if state.out is not None or state.benched_until > self._clock():
+                state.capacity.on_dropped(slot)  # it went out or was benched while we waited
+                continue
+            return Lease(provider, slot, cost)
+
+    async def sleep(self, delay: float) -> None:
+        """Sleep between retries of a row; `stop_waiting` ends it at once."""
+        with self._waiter():
             await asyncio.sleep(delay)
 
-    def acquire(self, provider: str) -> Awaitable[None]:
-        """Wait for one of the provider's in-flight places."""
-        return self._states[provider].limiter.acquire()
+    @contextlib.contextmanager
+    def _waiter(self) -> Iterator[None]:
+        """Register the current task as waiting (for capacity or a retry), so a stop can wake it."""
+        if self._stopped:
+            raise asyncio.CancelledError("the run is stopping")
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._waiting.add(task)
+        try:
+            yield
+        finally:
+            self._waiting.discard(task)
 
-    def release(self, provider: str) -> None:
-        """Give back a place taken by `acquire`."""
-        self._states[provider].limiter.release()
+    def stop_waiting(self) -> None:
+        """The run is stopping: cancel every row that waits (nothing of it is in flight); refuse new waits."""
+        self._stopped = True
+        for task in list(self._waiting):
+            task.cancel()
 
-    def on_success(self, provider: str, result: ChatResult) -> None:
-        """Count the success; close the breaker and let the limit grow back."""
-        s = self._state(provider)
+    def release(self, lease: Lease) -> None:
+        """Give the lease's place back if no outcome did (idempotent)."""
+        self._states[lease.provider].capacity.release(lease.slot)
+
+    # --- outcomes --------------------------------------------------------------------------------------
+
+    def on_success(self, lease: Lease, result: ChatResult) -> None:
+        """Learn from the success, close the breaker, count it."""
+        provider = lease.provider
+        s = self._states[provider]
         s.consecutive = 0
         s.trips_in_row = 0
-        s.limiter.increase()
+        tokens = None
+        if provider in self._tokens_paced and result.prompt_tokens is not None:
+            tokens = result.prompt_tokens + (result.completion_tokens or 0)
+        s.capacity.on_success(lease.slot, result.latency, tokens=tokens, hint=result.hint)
         st = self.stats.provider(provider)
         st.requests += 1
         st.successes += 1
         st.latency.add(result.latency)
         count_billed(st, result, self.prices.get(provider))
 
-    def on_failure(self, provider: str, error: APIError, latency: float) -> None:
-        """Count the failure; shrink the limit on 429, pause on Retry-After, trip the breaker."""
-        s = self._state(provider)
+    def on_failure(self, lease: Lease, error: APIError, latency: float) -> None:
+        """Learn from a 429, trip the breaker on transient failures, count it."""
+        provider = lease.provider
+        s = self._states[provider]
         st = self.stats.provider(provider)
         st.requests += 1
         st.failures[error.kind] += 1
         if isinstance(error.billed, ChatResult):  # a whole reply that failed the row is billed too
             count_billed(st, error.billed, self.prices.get(provider))
-        now = self._clock()
         if isinstance(error, RateLimitError):
-            # Requests sent before the last cut saw the old limit; only later ones may cut again.
-            if now - latency >= s.last_decrease:
-                s.limiter.decrease()
-                s.last_decrease = now
-            if error.retry_after is not None:
-                s.paused_until = max(s.paused_until, now + error.retry_after * self._scale)
+            self._rate_limited(provider, s, lease, error)
             return
+        s.capacity.on_dropped(lease.slot)
         if not error.kind.transient:
             return
         s.consecutive += 1
+        now = self._clock()
         if s.consecutive >= self._threshold and now >= s.benched_until:
             self._trip(provider, s, error, now)
+
+    def _rate_limited(self, provider: str, s: _State, lease: Lease, error: RateLimitError) -> None:
+        retry_after = error.retry_after
+        if retry_after is not None and retry_after > self._max_pause:
+            # "Come back in a week": waiting would hang the run; out, with the reason in one line.
+            s.capacity.on_dropped(lease.slot)
+            if s.out is None:
+                s.out = RateLimitError(
+                    f"asked to pause for {retry_after:.0f}s (Retry-After), longer than the "
+                    f"{self._max_pause:.0f}s hfbatch waits; out for this run",
+                    provider=provider,
+                    status=error.status,
+                    retry_after=retry_after,
+                )
+            return
+        hint = getattr(error, "hint", None)
+        scaled = None if retry_after is None else retry_after * self._scale
+        s.capacity.on_rate_limited(lease.slot, retry_after=scaled, hint=hint)
 
     def _trip(self, provider: str, s: _State, error: APIError, now: float) -> None:
         s.trips_in_row += 1
         self.stats.provider(provider).breaker_trips += 1
         if s.trips_in_row >= self._max_trips:
-            s.out = type(error)(
+            out = type(error)(
                 f"out for this run after {s.trips_in_row} circuit-breaker trips; last error: {error.message}",
                 provider=provider,
                 status=error.status,
             )
+            s.out = out
             return
         s.benched_until = now + self._cooldown * self._scale * 2 ** (s.trips_in_row - 1)
         # Half-open after the cool-down: one more failure benches it again.
         s.consecutive = self._threshold - 1
 
     def on_retry(self, provider: str, delay: float, error: APIError) -> None:
-        """Count a retry on the same provider."""
+        """Count a retry of a row."""
         self.stats.provider(provider).retries += 1
 
     def on_failover(self, provider: str, error: APIError, drop: bool) -> None:
         """Count the row leaving the provider; a dropped provider is out for everyone."""
         self.stats.provider(provider).failovers_out += 1
         if drop:
-            s = self._state(provider)
+            s = self._states[provider]
             if s.out is None:
                 s.out = error
+
+    # --- what was learned ------------------------------------------------------------------------------
+
+    def learned(self) -> dict[str, LearnedLimits]:
+        """What this run learned about each provider, for the next run's warm start."""
+        return {p: s.capacity.learned() for p, s in self._states.items()}
+
+    def limits_now(self) -> dict[str, dict[str, float | int | None]]:
+        """Each provider's current limits: in flight, the learned cap, and the pace (requests per second)."""
+        out: dict[str, dict[str, float | int | None]] = {}
+        for p, s in self._states.items():
+            cap = s.capacity
+            out[p] = {
+                "in_flight": cap.concurrency.in_flight,
+                "limit": cap.concurrency.limit,
+                "ceiling": cap.concurrency.ceiling,
+                "rate_rps": cap.requests.rate,
+            }
+        return out

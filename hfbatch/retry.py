@@ -31,6 +31,7 @@ class Action(enum.Enum):
     """What the caller does after a failed attempt."""
 
     RETRY = "retry"  # same provider, after `delay`
+    REQUEUE = "requeue"  # no capacity (429): the next provider with room takes the row; spends no retries
     FAIL_OVER = "fail_over"  # next provider; this one is kept for other rows
     DROP_PROVIDER = "drop_provider"  # next provider; this one is out for the rest of the run
     FAIL_ROW = "fail_row"  # the request is wrong: no provider would take it
@@ -39,9 +40,12 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how long to retry one provider before failing over."""
+    """How often and how long to retry: on one provider before failing over, and for a row in all."""
 
     max_retries: int = defaults.DEFAULT_MAX_RETRIES
+    #: Transient failures (5xx, timeouts, resets, malformed or empty replies) a row may meet across
+    #: every provider, cycling back to providers already tried, before it fails. 429s never count.
+    max_attempts: int = defaults.DEFAULT_ROW_ATTEMPTS
     initial_delay: float = defaults.INITIAL_RETRY_DELAY
     max_delay: float = defaults.MAX_RETRY_DELAY
     max_retry_after: float = defaults.MAX_RETRY_AFTER
@@ -88,7 +92,8 @@ def decide(
     """Decide what follows a failed attempt on one provider (the README's failure table).
 
     `retries_taken` counts earlier retries of this row on this provider;
-    `other_provider_ready` says whether an untried provider is available now.
+    `other_provider_ready` says whether an untried provider is available now (kept for callers
+    that weigh it; capacity, not this function, decides where a rate-limited row goes).
     """
     if isinstance(error, AuthenticationError):
         return Decision(Action.STOP_RUN)
@@ -100,18 +105,15 @@ def decide(
     if isinstance(error, BadRequestError):
         return Decision(Action.FAIL_ROW)
     if isinstance(error, RateLimitError):
-        # Another healthy provider serves the row now instead of waiting here.
-        if other_provider_ready:
-            return Decision(Action.FAIL_OVER)
-        if retries_taken >= policy.max_retries:
-            return Decision(Action.FAIL_OVER)
+        # Back-pressure, never a failure of the row: the provider is paused (for `delay` when no
+        # scheduler learns its pace) and the row goes to whichever provider has room next.
         ra = error.retry_after
         if ra is not None:
-            # A pause longer than the cap is the provider saying "not today": move on.
+            # A pause longer than the cap is the provider saying "not today": out for this run.
             if ra > policy.max_retry_after:
-                return Decision(Action.FAIL_OVER)
-            return Decision(Action.RETRY, ra * policy.time_scale)
-        return Decision(Action.RETRY, backoff_delay(retries_taken, policy, rng))
+                return Decision(Action.DROP_PROVIDER)
+            return Decision(Action.REQUEUE, ra * policy.time_scale)
+        return Decision(Action.REQUEUE, backoff_delay(retries_taken, policy, rng))
     # 5xx, timeouts, transport and malformed replies: transient, retry here first.
     if retries_taken >= policy.max_retries:
         return Decision(Action.FAIL_OVER)

@@ -20,11 +20,13 @@ from hfbatch.failfast import FailFast, refused_everywhere
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
 from hfbatch.jobspec import JobSpec
+from hfbatch.learned_state import load_state, save_state
+from hfbatch.messages import calculate_length
 from hfbatch.outputs import OutputFiles, error_record, open_output, result_record
 from hfbatch.outputs.records import check_writable
 from hfbatch.preflight import open_client, plan_run
 from hfbatch.pricing import reply_cost
-from hfbatch.provider_pool import ProviderPool
+from hfbatch.provider_pool import ProviderLimits, ProviderPool
 from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
@@ -152,13 +154,7 @@ async def _run_files(
             plan = await plan_run(api, spec, time_scale=scale)
             providers, model, prices = plan.providers, plan.model, dict(plan.prices)
             stats.pricing = plan.pricing()
-        pool = ProviderPool(
-            providers,
-            stats,
-            per_provider=spec.provider_concurrency or spec.concurrency,
-            time_scale=scale,
-            prices=prices,
-        )
+        pool = _pool(spec, api.api_base, model, providers, stats, scale, prices)
         routes = Routes(api, pool, spec.providers)
         keep_raw = spec.keep_response or files.format.needs_raw
         sender = RowSender(api, pool, api.retry, stream=spec.stream, allow_empty=spec.allow_empty, keep_raw=keep_raw)
@@ -176,13 +172,45 @@ async def _run_files(
             files.close()
         if code is ExitCode.OK and stats.rows_failed + stats.rows_bad:
             code = ExitCode.FAILED_ROWS
-        report = _report(spec, stats, providers, started, code, message)
+        report = _report(spec, stats, providers, started, code, message, pool.limits_now())
         files.write_stats(report.stats)
+        if model is not None:
+            save_state(api.api_base, model, pool.learned())
         return report
 
 
+def _pool(
+    spec: JobSpec,
+    api_base: str,
+    model: str | None,
+    providers: list[str],
+    stats: RunStats,
+    scale: float,
+    prices: dict[str, Any],
+) -> ProviderPool:
+    """The providers' capacity for this run: the user's limits, warm-started from what earlier runs learned."""
+    per_provider = ProviderLimits(concurrency=spec.provider_concurrency or spec.concurrency)
+    learned = load_state(api_base, model, providers) if spec.learned_limits and model else {}
+    return ProviderPool(
+        providers,
+        stats,
+        limits={"*": per_provider},
+        learned=learned,
+        run_rpm=spec.rpm,
+        run_tpm=spec.tpm,
+        time_scale=scale,
+        prices=prices,
+    )
+
+
 def _report(
-    spec: JobSpec, stats: RunStats, providers: list[str], started: float, code: ExitCode, message: str | None
+    spec: JobSpec,
+    stats: RunStats,
+    providers: list[str],
+    started: float,
+    code: ExitCode,
+    message: str | None,
+    limits: dict[str, dict[str, Any]] | None = None,
 ) -> RunReport:
     extra = {
         "model": spec.model,
@@ -192,7 +220,8 @@ def _report(
         "exit_code": int(code),
         "stopped_because": message,
     }
-    return RunReport(code, stats.to_dict(wall_time=time.monotonic() - started, extra=extra), message)
+    data = stats.to_dict(wall_time=time.monotonic() - started, extra=extra, limits=limits)
+    return RunReport(code, data, message)
 
 
 class _Run:
@@ -273,6 +302,8 @@ class _Run:
     async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         await self.control.draining.wait()
         feeder.cancel()
+        # Rows waiting for capacity or a retry have nothing in flight: they stop now, left for a rerun.
+        self.pool.stop_waiting()
         while not self.queue.empty():
             self.queue.get_nowait()
         for _ in workers:
@@ -318,6 +349,11 @@ class _Run:
         for _ in range(self.spec.concurrency):
             await self.queue.put(None)
 
+    @staticmethod
+    def _token_estimate(messages: list[Any], params: dict[str, Any]) -> float:
+        """Tokens a request may use, for --tpm: about 4 characters per prompt token, plus max_tokens."""
+        return calculate_length(messages) / 4 + (params.get("max_tokens") or 0)
+
     def _bad(self, index: int, where: str, row_id: Any, reason: str) -> None:
         self.files.add_error(error_record(index, where, row_id, UsageError(reason)))
         self.stats.rows_bad += 1
@@ -351,7 +387,11 @@ class _Run:
             return
         try:
             model, providers = (model, self.providers) if self.model else await self.routes.resolve(model)
-            result = await self.sender.result(model, messages, params, providers)
+            deadline = None if self.spec.max_wait is None else time.monotonic() + self.spec.max_wait
+            cost = self._token_estimate(messages, params) if self.spec.tpm else 0.0
+            result = await self.sender.result(
+                model, messages, params, providers, sleep=self.pool.sleep, deadline=deadline, cost=cost
+            )
         except AuthenticationError:
             raise
         except UsageError as exc:
@@ -370,9 +410,9 @@ class _Run:
                 self.all_out = f"every provider is out for this run ({reasons}); rerun later to retry the rest"
                 self.control.request_stop()
         else:
-            cost = reply_cost(result, self.pool.prices.get(result.provider or ""))
+            row_cost = reply_cost(result, self.pool.prices.get(result.provider or ""))
             kept = row.messages if self.spec.keep_prompt else None
-            self.files.add_result(result_record(row.id, result, row.keep, messages=kept, cost_usd=cost))
+            self.files.add_result(result_record(row.id, result, row.keep, messages=kept, cost_usd=row_cost))
             self.stats.rows_done += 1
             self.stats.model(model).add_done(result.attempts, result.prompt_tokens, result.completion_tokens)
             self.fail_fast.row_ok()

@@ -67,7 +67,7 @@ class RowSender:
     def __init__(
         self,
         api: HuggingFaceAPI,
-        scheduler: Scheduler,
+        scheduler: Scheduler[Any],
         policy: RetryPolicy,
         *,
         stream: bool = False,
@@ -118,9 +118,17 @@ class RowSender:
         return [p for p in providers if p not in unsupported]
 
     async def result(
-        self, model: str, messages: Sequence[Message], params: dict[str, Any], providers: Sequence[str]
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: dict[str, Any],
+        providers: Sequence[str],
+        **failover: Any,
     ) -> ChatResult:
-        """The row's result, failing over between `providers`; raises the APIError that failed it."""
+        """The row's result, failing over between `providers`; raises the APIError that failed it.
+
+        `failover` goes to every `call_with_failover` (the scheduler's sleep, the row's deadline, its token cost).
+        """
         n = params.get("n")
         n = n if type(n) is int and n > 1 else 1
         check = self._check(params["response_format"]) if "response_format" in params else None
@@ -130,12 +138,12 @@ class RowSender:
             def send(provider: str) -> Awaitable[ChatResult]:
                 return self.attempt(model, messages, provider, params, allow_empty=allow_empty)
 
-            return await call_with_failover(send, providers, self.policy, self.scheduler)
+            return await call_with_failover(send, providers, self.policy, self.scheduler, **failover)
         if check is not None:
             providers = await self.structured_providers(model, providers)
             if not providers:
                 raise ModelNotSupportedError(f"no provider of {model} supports structured output (response_format)")
-        return await _Sampling(self, model, messages, params, n, check).run(providers)
+        return await _Sampling(self, model, messages, params, n, check).run(providers, failover)
 
 
 class _Sampling:
@@ -213,14 +221,16 @@ class _Sampling:
             raise cls(problem, provider=provider, billed=result)
         return result
 
-    async def run(self, providers: Sequence[str]) -> ChatResult:
+    async def run(self, providers: Sequence[str], failover: dict[str, Any]) -> ChatResult:
         """Collect the N samples (a reply with fewer choices than asked is followed by more requests)."""
         started = time.monotonic()
         attempts = 0
         last: ChatResult | None = None
         while len(self.samples) < self.n:
             try:
-                last = await call_with_failover(self.send, providers, self.sender.policy, self.sender.scheduler)
+                last = await call_with_failover(
+                    self.send, providers, self.sender.policy, self.sender.scheduler, **failover
+                )
             except APIError as exc:
                 exc.attempts += attempts
                 raise

@@ -156,6 +156,8 @@ class RunStats:
         self.rows_bad = 0  # bad input rows, sent to the errors file
         self.rows_seen = 0
         self.rows_total: int | None = None  # the input's size when known up front, for ETA
+        #: Seconds rows spent waiting for a provider with room (summed over rows).
+        self.capacity_wait = 0.0
         #: What the router publishes and which prices apply (preflight.RunPlan.pricing), for the stats file.
         self.pricing: dict[str, Any] | None = None
         self.models: dict[str, ModelStats] = {}
@@ -182,9 +184,18 @@ class RunStats:
             total.merge(stats)
         return total
 
-    def to_dict(self, *, wall_time: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The stats file's content."""
+    def to_dict(
+        self,
+        *,
+        wall_time: float,
+        extra: dict[str, Any] | None = None,
+        limits: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """The stats file's content; `limits` adds each provider's current (learned) limits."""
         processed = self.rows_done + self.rows_failed
+        providers = {name: s.to_dict() for name, s in self.providers.items()}
+        for name, lim in (limits or {}).items():
+            providers.setdefault(name, ProviderStats().to_dict())["limits"] = lim
         return {
             **(extra or {}),
             "wall_time_s": round(wall_time, 3),
@@ -196,8 +207,9 @@ class RunStats:
                 "skipped_already_done": self.rows_skipped,
             },
             "rows_per_second": round(processed / wall_time, 2) if wall_time > 0 else None,
+            "capacity_wait_s": round(self.capacity_wait, 3),
             "overall": self.overall().to_dict(),
-            "providers": {name: s.to_dict() for name, s in self.providers.items()},
+            "providers": providers,
             **({"pricing": self.pricing} if self.pricing is not None else {}),
             "models": {name: s.to_dict() for name, s in self.models.items()},
         }

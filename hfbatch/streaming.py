@@ -55,7 +55,7 @@ async def stream_with_failover(
 
     async def run() -> ChatResult:
         try:
-            return await call_with_failover(send, order, api.retry, api.scheduler)
+            return await call_with_failover(send, order, api.retry, api.scheduler, patient=False)
         except _StreamBroken as exc:
             raise exc.error from None
         finally:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from hfbatch.capacity.headers import RateHint
 from hfbatch.errors import APIError, BadRequestError, EmptyResponseError, MalformedResponseError, ServerError
 from hfbatch.sse import DONE
 
@@ -38,6 +39,8 @@ class ChatResult:
     model: str
     attempts: int = 1
     latency: float = 0.0
+    #: What the reply's rate-limit headers said, when it had any (the scheduler paces by it).
+    hint: RateHint | None = None
     reasoning: str | None = None
     choices: tuple[Choice, ...] = ()
     raw: dict[str, Any] | None = None

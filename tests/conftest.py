@@ -45,6 +45,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(name, raising=False)
     hf_home = tmp_path / "hf-home"
     monkeypatch.setenv("HF_HOME", str(hf_home))
+    # Learned limits go to a cache of the test's own, never the developer's.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return hf_home
 
 

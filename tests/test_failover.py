@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -19,15 +21,26 @@ from hfbatch.failover import call_with_failover
 from hfbatch.retry import RetryPolicy
 from hfbatch.wire import ChatResult
 
-POLICY = RetryPolicy(max_retries=2, initial_delay=1.0, max_delay=8.0, time_scale=1.0)
+POLICY = RetryPolicy(max_retries=2, max_attempts=6, initial_delay=1.0, max_delay=8.0, time_scale=1.0)
+
+
+@dataclass
+class FakeLease:
+    """A lease on one provider."""
+
+    provider: str
 
 
 @dataclass
 class FakeScheduler:
-    """Records every call the loop makes; providers in `out` are out, those in `busy` not ready until waited for."""
+    """Records every call the loop makes; `out` providers are out, `busy` ones must be waited for once.
+
+    A 429 makes its provider busy, as a real scheduler pauses it; `blocked` ones never get room.
+    """
 
     out: dict[str, APIError] = field(default_factory=dict)
     busy: set[str] = field(default_factory=set)
+    blocked: set[str] = field(default_factory=set)
     events: list[tuple[str, str]] = field(default_factory=list)
     in_flight: int = 0
 
@@ -37,25 +50,33 @@ class FakeScheduler:
     def why_out(self, provider: str) -> APIError | None:
         return self.out.get(provider)
 
-    def is_ready(self, provider: str) -> bool:
-        return provider not in self.out and provider not in self.busy
-
-    async def wait_ready(self, provider: str) -> None:
-        self.events.append(("wait", provider))
-        self.busy.discard(provider)
-
-    async def acquire(self, provider: str) -> None:
+    async def acquire(self, candidates: Sequence[str], cost: float = 0.0) -> FakeLease:
+        free = [p for p in candidates if p not in self.busy and p not in self.blocked]
+        if free:
+            provider = free[0]
+        else:
+            waitable = [p for p in candidates if p not in self.blocked]
+            if not waitable:
+                await asyncio.Event().wait()  # no room, ever
+            provider = waitable[0]
+            self.events.append(("wait", provider))
+            self.busy.discard(provider)
         self.in_flight += 1
         self.events.append(("acquire", provider))
+        return FakeLease(provider)
 
-    def release(self, provider: str) -> None:
-        self.in_flight -= 1
+    def release(self, lease: FakeLease) -> None:
+        if lease.provider != "":
+            self.in_flight -= 1
+            lease.provider = ""  # released once
 
-    def on_success(self, provider: str, result: ChatResult) -> None:
-        self.events.append(("success", provider))
+    def on_success(self, lease: FakeLease, result: ChatResult) -> None:
+        self.events.append(("success", lease.provider))
 
-    def on_failure(self, provider: str, error: APIError, latency: float) -> None:
-        self.events.append(("failure", provider))
+    def on_failure(self, lease: FakeLease, error: APIError, latency: float) -> None:
+        self.events.append(("failure", lease.provider))
+        if isinstance(error, RateLimitError):
+            self.busy.add(lease.provider)
 
     def on_retry(self, provider: str, delay: float, error: APIError) -> None:
         self.events.append(("retry", provider))
@@ -124,8 +145,8 @@ async def test_first_provider_serves_at_once() -> None:
             [RateLimitError("slow down", status=429)],
             ["a", "b"],
             0,
-            [("failover", "a"), ("success", "b")],
-            id="429-with-other-ready-fails-over-at-once",
+            [("success", "b")],
+            id="429-goes-to-the-provider-with-room-at-once",
         ),
     ],
 )
@@ -151,12 +172,40 @@ async def test_backoff_grows_and_stays_within_the_policy() -> None:
     assert 0.75 <= sleeps[0] <= 1.0 and 1.5 <= sleeps[1] <= 2.0
 
 
-async def test_lone_provider_429_waits_its_retry_after() -> None:
-    """With no other provider, a 429 waits the server's Retry-After on the same provider."""
+async def test_429s_never_fail_a_row_nor_spend_its_budget() -> None:
+    """A lone provider answering 429 twenty times: the row waits (in the scheduler) and is then served."""
     sleeps = Sleeps()
-    send, calls = scripted({"a": [RateLimitError("later", status=429, retry_after=3.0), None]})
+    script: list[APIError | None] = [RateLimitError("later", status=429, retry_after=3.0) for _ in range(20)]
+    send, calls = scripted({"a": [*script, None]})
     result = await call_with_failover(send, ["a"], POLICY, FakeScheduler(), sleep=sleeps)
-    assert (calls, sleeps, result.attempts) == (["a", "a"], [3.0], 2)
+    assert result.attempts == 21 and calls == ["a"] * 21 and sleeps == []
+
+
+async def test_a_one_off_request_gives_up_on_429s_after_its_budget() -> None:
+    """Not patient (the client's chat), 429s count against the row's attempts."""
+    send, calls = scripted({"a": [RateLimitError("later", status=429) for _ in range(20)]})
+    with pytest.raises(RateLimitError):
+        await call_with_failover(send, ["a"], POLICY, FakeScheduler(), sleep=Sleeps(), patient=False)
+    assert len(calls) == POLICY.max_attempts
+
+
+async def test_a_row_waiting_past_its_deadline_fails_as_429() -> None:
+    """With --max-wait, a row that finds no room in time fails with a 429-class error saying so."""
+    send, calls = scripted({"a": [None]})
+    sched = FakeScheduler(blocked={"a"})
+    with pytest.raises(RateLimitError, match="max-wait"):
+        await call_with_failover(send, ["a"], POLICY, sched, sleep=Sleeps(), deadline=time.monotonic() + 0.05)
+    assert calls == []
+
+
+async def test_a_lone_provider_is_tried_again_after_a_pause_until_the_row_budget_is_spent() -> None:
+    """Retries spent on every provider, the row comes back to them after a backoff, up to max_attempts."""
+    sleeps = Sleeps()
+    send, calls = scripted({"a": [e500()] * 5 + [None]})
+    policy = RetryPolicy(max_retries=1, max_attempts=6, initial_delay=1.0, max_delay=8.0)
+    result = await call_with_failover(send, ["a"], policy, FakeScheduler(), sleep=sleeps)
+    assert calls == ["a"] * 6 and result.attempts == 6
+    assert len(sleeps) == 5  # a retry delay or a cycle's pause before every attempt after the first
 
 
 @pytest.mark.parametrize(
@@ -202,7 +251,7 @@ async def test_a_provider_not_ready_is_waited_for_before_the_attempt() -> None:
 async def test_the_place_is_given_back_when_send_raises() -> None:
     """Acquire and release stay balanced through failures."""
     sched = FakeScheduler()
-    send, _ = scripted({"a": [e500(), e500(), e500()]})
+    send, _ = scripted({"a": [e500()] * POLICY.max_attempts})
     with pytest.raises(ServerError):
         await call_with_failover(send, ["a"], POLICY, sched, sleep=Sleeps())
     assert sched.in_flight == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_helpers import START, Page, make_errors, make_run_data
+from tests.report_helpers import START, Page, make_errors, make_run_data
 
 import hfbatch.report.timeline as timeline_module
 from hfbatch.report import build_report, render_report, report_path

@@ -13,7 +13,7 @@ from itertools import accumulate
 from pathlib import Path
 
 import pytest
-from report_helpers import Page, make_errors, make_run_data
+from tests.report_helpers import Page, make_errors, make_run_data
 
 from hfbatch.report import render_report
 

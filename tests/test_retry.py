@@ -155,15 +155,15 @@ def rate_limited(retry_after: float | None = None) -> RateLimitError:
         ),
         pytest.param(error_for_status(400, "", provider="p"), True, Action.FAIL_ROW, id="400"),
         pytest.param(error_for_status(422, "", provider="p"), True, Action.FAIL_ROW, id="422"),
-        pytest.param(error_for_status(429, "", provider="p"), True, Action.FAIL_OVER, id="429-other-ready"),
-        pytest.param(rate_limited(retry_after=1.0), True, Action.FAIL_OVER, id="429-retry-after-other-ready"),
-        pytest.param(rate_limited(), False, Action.RETRY, id="429-alone"),
-        pytest.param(rate_limited(retry_after=1.0), False, Action.RETRY, id="429-alone-retry-after"),
+        pytest.param(error_for_status(429, "", provider="p"), True, Action.REQUEUE, id="429-other-ready"),
+        pytest.param(rate_limited(retry_after=1.0), True, Action.REQUEUE, id="429-retry-after-other-ready"),
+        pytest.param(rate_limited(), False, Action.REQUEUE, id="429-alone"),
+        pytest.param(rate_limited(retry_after=1.0), False, Action.REQUEUE, id="429-alone-retry-after"),
         pytest.param(
             rate_limited(retry_after=defaults.MAX_RETRY_AFTER + 1),
             False,
-            Action.FAIL_OVER,
-            id="429-retry-after-over-cap",
+            Action.DROP_PROVIDER,
+            id="429-retry-after-over-cap-drops-the-provider",
         ),
         pytest.param(error_for_status(500, "", provider="p"), False, Action.RETRY, id="500"),
         pytest.param(error_for_status(503, "", provider="p"), True, Action.RETRY, id="503-retries-here-first"),
@@ -194,8 +194,6 @@ def test_decide_first_failure(error: APIError, other_ready: bool, action: Action
         pytest.param(TransportError("reset", provider="p"), id="connection"),
         pytest.param(MalformedResponseError("cut", provider="p"), id="malformed"),
         pytest.param(InvalidOutputError("breaks the schema", provider="p"), id="invalid-output"),
-        pytest.param(rate_limited(), id="429"),
-        pytest.param(rate_limited(retry_after=1.0), id="429-retry-after"),
     ],
 )
 def test_decide_retries_until_max_then_fails_over(error: APIError) -> None:
@@ -208,6 +206,13 @@ def test_decide_n_refusal_is_asked_again_at_once_whatever_the_budget() -> None:
     """A provider refusing n > 1 is asked again at once (one sample per request), even with retries spent."""
     error = SamplingNotSupportedError("n > 1 is not supported", provider="p", status=400)
     assert decide(error, POLICY.max_retries + 5, POLICY, other_provider_ready=True) == Decision(Action.RETRY)
+
+
+@pytest.mark.parametrize("retries", [0, 3, 50])
+def test_decide_429_is_requeued_whatever_the_retries(retries: int) -> None:
+    """A 429 never becomes a fail-over or a failure: the row is requeued however often it happened."""
+    for error in (rate_limited(), rate_limited(retry_after=1.0)):
+        assert decide(error, retries, POLICY, other_provider_ready=False).action is Action.REQUEUE
 
 
 def test_decide_no_retries_fails_over_at_once() -> None:
@@ -225,9 +230,9 @@ def test_decide_no_retries_fails_over_at_once() -> None:
     ],
 )
 def test_decide_429_waits_retry_after_scaled(retry_after: float, delay: float) -> None:
-    """A lone 429 with Retry-After waits exactly that long, times the policy's time_scale."""
+    """A 429 with Retry-After asks for exactly that pause, times the policy's time_scale."""
     decision = decide(rate_limited(retry_after), 0, POLICY, other_provider_ready=False)
-    assert decision.action is Action.RETRY
+    assert decision.action is Action.REQUEUE
     assert decision.delay == pytest.approx(delay)
 
 
@@ -242,7 +247,7 @@ def test_decide_429_waits_retry_after_scaled(retry_after: float, delay: float) -
 def test_decide_backoff_delay(error: APIError, retries: int) -> None:
     """Without Retry-After the delay is the scaled, jittered exponential backoff."""
     decision = decide(error, retries, POLICY, other_provider_ready=False, rng=random.Random(3))
-    assert decision.action is Action.RETRY
+    assert decision.action is (Action.REQUEUE if isinstance(error, RateLimitError) else Action.RETRY)
     assert decision.delay == pytest.approx(backoff_delay(retries, POLICY, random.Random(3)))
     base = POLICY.initial_delay * 2**retries * POLICY.time_scale
     assert 0.75 * base <= decision.delay <= base
@@ -253,14 +258,15 @@ def test_decide_backoff_delay(error: APIError, retries: int) -> None:
     [Action.STOP_RUN, Action.DROP_PROVIDER, Action.FAIL_ROW, Action.FAIL_OVER],
 )
 def test_decide_non_retry_actions_have_no_delay(action: Action) -> None:
-    """Only RETRY carries a delay."""
+    """Only RETRY and REQUEUE carry a delay."""
     errors: dict[Action, APIError] = {
         Action.STOP_RUN: AuthenticationError("x"),
         Action.DROP_PROVIDER: PaymentRequiredError("x"),
         Action.FAIL_ROW: BadRequestError("x"),
-        Action.FAIL_OVER: rate_limited(),
+        Action.FAIL_OVER: ServerError("x", status=500),
     }
-    decision = decide(errors[action], 0, POLICY, other_provider_ready=True)
+    retries = POLICY.max_retries if action is Action.FAIL_OVER else 0
+    decision = decide(errors[action], retries, POLICY, other_provider_ready=True)
     assert decision == Decision(action, 0.0)
 
 

@@ -1,0 +1,155 @@
+"""The runner's scheduler: spill-over across providers, learned limits, pauses, breakers, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hfbatch.errors import PaymentRequiredError, RateLimitError, ServerError, TransportError
+from hfbatch.provider_pool import Lease, ProviderLimits, ProviderPool
+from hfbatch.stats import RunStats
+from hfbatch.wire import ChatResult
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pool(clock: Clock, concurrency: int = 8, **kw: object) -> ProviderPool:
+    """Two providers, `concurrency` in flight each, breaker after 3 failures, at most 2 trips."""
+    params: dict[str, object] = {
+        "clock": clock,
+        "breaker_threshold": 3,
+        "breaker_cooldown": 10.0,
+        "breaker_max_trips": 2,
+    }
+    params.update(kw)
+    limits = dict.fromkeys(["a", "b"], ProviderLimits(concurrency=concurrency))
+    return ProviderPool(["a", "b"], RunStats(), limits=limits, **params)  # type: ignore[arg-type]
+
+
+def ok(provider: str = "a") -> ChatResult:
+    """A successful result."""
+    return ChatResult("x", "stop", 1, 1, provider, "m", latency=0.01)
+
+
+def rate_limited(provider: str = "a", retry_after: float | None = None) -> RateLimitError:
+    """A 429 from `provider`."""
+    return RateLimitError("slow down", provider=provider, status=429, retry_after=retry_after)
+
+
+async def test_rows_spill_over_to_the_next_provider_when_the_first_is_full() -> None:
+    """With the first provider at its limit, the next row goes to the second at once, not after a 429."""
+    p = pool(Clock(), concurrency=2)
+    leases = [await p.acquire(["a", "b"]) for _ in range(4)]
+    assert [lease.provider for lease in leases] == ["a", "a", "b", "b"]
+    fifth = asyncio.create_task(p.acquire(["a", "b"]))
+    await asyncio.sleep(0)
+    assert not fifth.done()
+    p.on_success(leases[1], ok("a"))
+    assert (await asyncio.wait_for(fifth, 1)).provider == "a"
+
+
+async def test_a_429_lowers_that_providers_learned_limit_only() -> None:
+    """A 429 with four in flight sets that provider's limit below four, not to half; the other keeps its own."""
+    p = pool(Clock(), concurrency=8)
+    leases = [await p.acquire(["a"]) for _ in range(4)]
+    p.on_failure(leases[-1], rate_limited(), latency=0.1)
+    assert p.capacity("a").concurrency.limit == 3
+    assert p.capacity("b").concurrency.limit > 3
+
+
+async def test_a_paused_provider_sends_rows_elsewhere() -> None:
+    """After a 429 with Retry-After blamed on its pace, the provider is paused and rows go to the other."""
+    clock = Clock()
+    p = pool(clock)
+    first = await p.acquire(["a", "b"])
+    p.on_failure(first, rate_limited(retry_after=5.0), latency=0.1)
+    assert (await p.acquire(["a", "b"])).provider == "b"
+
+
+def breaker_failure(p: ProviderPool, provider: str, error: Exception) -> None:
+    """Count a failure on `provider` as if an attempt had been made (a lease without a real slot)."""
+    slot = p.capacity(provider).try_acquire()
+    assert slot is not None
+    p.on_failure(Lease(provider, slot, 0.0), error, latency=0.1)  # type: ignore[arg-type]
+
+
+async def test_breaker_benches_after_consecutive_failures_then_puts_out() -> None:
+    """Three failures in a row bench the provider; benched twice with no success, it is out."""
+    clock = Clock()
+    p = pool(clock)
+    for _ in range(3):
+        breaker_failure(p, "a", ServerError("boom", provider="a", status=500))
+    assert not p.is_out("a")
+    assert (await p.acquire(["a", "b"])).provider == "b"  # benched: skipped
+    assert p.stats.provider("a").breaker_trips == 1
+    clock.now += 10.0
+    assert (await p.acquire(["a", "b"])).provider == "a"
+    breaker_failure(p, "a", TransportError("reset", provider="a"))  # half-open: one failure re-trips
+    assert p.is_out("a")
+    assert "circuit-breaker" in str(p.why_out("a"))
+    assert not p.all_out()
+
+
+async def test_a_success_closes_the_breaker() -> None:
+    """Failures separated by a success never trip the breaker."""
+    p = pool(Clock())
+    for _ in range(10):
+        breaker_failure(p, "a", ServerError("boom", provider="a", status=500))
+        breaker_failure(p, "a", ServerError("boom", provider="a", status=500))
+        p.on_success(await p.acquire(["a"]), ok())
+    assert p.stats.provider("a").breaker_trips == 0
+
+
+async def test_dropped_provider_is_out_and_counted() -> None:
+    """A 402 drop puts the provider out for everyone and counts a fail-over."""
+    p = pool(Clock())
+    err = PaymentRequiredError("no credits", provider="a", status=402)
+    breaker_failure(p, "a", err)
+    p.on_failover("a", err, drop=True)
+    assert p.is_out("a") and p.why_out("a") is err
+    s = p.stats.provider("a")
+    assert s.requests == 1 and s.failures["402"] == 1 and s.failovers_out == 1
+
+
+async def test_a_retry_after_beyond_the_cap_puts_the_provider_out_saying_why() -> None:
+    """Retry-After: 999999 does not pause the run for eleven days: the provider is out, with the reason."""
+    p = pool(Clock(), max_pause=120.0)
+    lease = await p.acquire(["a", "b"])
+    p.on_failure(lease, rate_limited(retry_after=999_999.0), latency=0.1)
+    assert p.is_out("a") and "longer than the 120s" in str(p.why_out("a"))
+    assert (await p.acquire(["a", "b"])).provider == "b"
+
+
+async def test_stop_waiting_wakes_every_row_waiting_for_capacity_at_once() -> None:
+    """On SIGTERM, rows waiting for a place (nothing in flight) stop now, not after the grace period."""
+    p = pool(Clock(), concurrency=1)
+    await p.acquire(["a"])
+    waiter = asyncio.create_task(p.acquire(["a"]))
+    sleeper = asyncio.create_task(p.sleep(3600))
+    await asyncio.sleep(0)
+    p.stop_waiting()
+    for task in (waiter, sleeper):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 1)
+    with pytest.raises(asyncio.CancelledError):
+        await p.acquire(["a"])
+
+
+async def test_the_run_wide_rpm_spaces_requests_out() -> None:
+    """--rpm bounds the whole run: at 6000 per minute, 5 requests take at least 40 ms across providers."""
+    limits = dict.fromkeys(["a", "b"], ProviderLimits(concurrency=8))
+    p = ProviderPool(["a", "b"], RunStats(), limits=limits, run_rpm=6000)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(5):
+        await p.acquire(["a", "b"])
+    assert loop.time() - started >= 0.035
