@@ -306,6 +306,59 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
     sys.exit(int(report.exit_code))
 
 
+@cli.command()
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--open", "open_it", is_flag=True, help="Open the report in the browser once written.")
+@click.option(
+    "--stats", "stats_path", type=click.Path(dir_okay=False), default=None, help="The run's --stats, if moved."
+)
+@click.option(
+    "--errors", "errors_path", type=click.Path(dir_okay=False), default=None, help="The run's --errors, if moved."
+)
+def report(output: str, open_it: bool, stats_path: str | None, errors_path: str | None) -> None:
+    """Write OUTPUT.report.html: one self-contained page with the run's charts and numbers."""
+    from hfbatch.report import build_report
+
+    path = build_report(
+        Path(output),
+        stats_path=Path(stats_path) if stats_path else None,
+        errors_path=Path(errors_path) if errors_path else None,
+    )
+    click.echo(str(path))
+    if open_it:
+        click.launch(str(path))
+
+
+@cli.command()
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(output: str, as_json: bool) -> None:
+    """Show how far the run into OUTPUT got; exit 0 complete, 1 incomplete, 4 while a run is going."""
+    import dataclasses
+    import json
+
+    from hfbatch.status import output_status
+
+    st = output_status(Path(output))
+    if as_json:
+        data = dataclasses.asdict(st) | {"output": str(st.output), "exit_code": int(st.exit_code)}
+        click.echo(json.dumps(data, indent=2))
+        sys.exit(int(st.exit_code))
+    state = f"running (pid {st.holder_pid})" if st.running else ("complete" if st.complete else "incomplete")
+    left = "?" if st.rows_left is None else str(st.rows_left)
+    click.echo(f"{output}: {state}; {st.rows_done} done, {st.rows_failed} failed, {left} left")
+    if st.rate:
+        eta = f", about {st.eta_s:.0f}s left" if st.eta_s is not None else ""
+        click.echo(f"  {st.rate:.1f} rows/s in the latest run{eta}")
+    for name, p in st.providers.items():
+        limit = p.get("limits", p)
+        click.echo(
+            f"  {name}: {p.get('requests', 0)} requests, {p.get('successes', 0)} ok, "
+            f"{(p.get('failures') or {}).get('429', 0)} rate-limited, limit {limit.get('limit', '-')}"
+        )
+    sys.exit(int(st.exit_code))
+
+
 def main() -> None:
     """Entry point of the `hfbatch` console script."""
     cli(prog_name="hfbatch")

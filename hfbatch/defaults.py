@@ -40,6 +40,7 @@ BREAKER_THRESHOLD = 5
 BREAKER_COOLDOWN = 15.0
 # A provider benched this many times in a row with no success between is out for the run.
 BREAKER_MAX_TRIPS = 4
+TIMELINE_INTERVAL = 5.0  # seconds between snapshots in <output>.timeline.jsonl
 PROGRESS_LINE_INTERVAL = 10.0  # seconds between plain progress lines when stderr is not a terminal
 DEFAULT_GRACE = 30.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
 

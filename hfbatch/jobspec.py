@@ -232,6 +232,10 @@ class JobSpec:
         """The settings of provider `name` (its `[providers.NAME]` table, or none set)."""
         return self.provider_settings.get(name) or _NO_SETTINGS
 
+    def public_settings(self) -> dict[str, Any]:
+        """Every setting with its value, for the stats file and reports (job files hold no secrets)."""
+        return {f.key: _jsonable(getattr(self, f.key)) for f in FIELDS}
+
     def manifest_settings(self) -> dict[str, Any]:
         """The settings that decide what a row's result is; a change forbids resuming.
 

@@ -31,6 +31,8 @@ from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
 from hfbatch.stats import RunStats
+from hfbatch.timeline import Timeline
+from hfbatch.version import version
 
 __all__ = ["RunControl", "RunReport", "run_job"]
 
@@ -219,6 +221,8 @@ def _report(
         "output": str(spec.output),
         "exit_code": int(code),
         "stopped_because": message,
+        "hfbatch_version": version(),
+        "settings": spec.public_settings(),
     }
     data = stats.to_dict(wall_time=time.monotonic() - started, extra=extra, limits=limits)
     return RunReport(code, data, message)
@@ -269,13 +273,16 @@ class _Run:
             async with asyncio.TaskGroup() as tg:
                 counter = tg.create_task(self._count(reader))
                 flusher = tg.create_task(files.keep_flushed())
+                timeline = Timeline(files.paths.timeline, self.stats, self.pool.limits_now)
+                recorder = tg.create_task(timeline.keep_writing())
                 feeder = tg.create_task(self._feed(reader))
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
                 watcher = tg.create_task(self._watch_stop(feeder, workers))
                 await asyncio.gather(*workers, return_exceptions=True)
                 # Workers are done: the last results reach the OS in files.close().
-                for t in (counter, flusher, watcher, feeder):
+                for t in (counter, flusher, watcher, feeder, recorder):
                     t.cancel()
+            timeline.write()  # the run's last counters
         except* AuthenticationError as group:
             stopped = ExitCode.AUTH, f"stopped: {group.exceptions[0]}"
         except* UsageError as group:
@@ -414,6 +421,7 @@ class _Run:
             kept = row.messages if self.spec.keep_prompt else None
             self.files.add_result(result_record(row.id, result, row.keep, messages=kept, cost_usd=row_cost))
             self.stats.rows_done += 1
+            self.stats.finish_reasons[str(result.finish_reason)] += 1
             self.stats.model(model).add_done(result.attempts, result.prompt_tokens, result.completion_tokens)
             self.fail_fast.row_ok()
         self.progress(self.stats)

@@ -37,6 +37,14 @@ class LatencyHistogram:
         self.count += other.count
         self.total += other.total
 
+    def to_dict(self) -> dict[str, Any]:
+        """The buckets, so percentiles can be recomputed (and histograms merged) from the stats file."""
+        return {
+            "growth": _BUCKET_GROWTH,
+            "min": _MIN_LATENCY,
+            "buckets": {str(k): v for k, v in sorted(self.buckets.items())},
+        }
+
     def percentile(self, q: float) -> float | None:
         """The q-th percentile (0-100) in seconds, or None when empty."""
         if not self.count:
@@ -135,6 +143,7 @@ class ProviderStats:
             "failovers_out": self.failovers_out,
             "breaker_trips": self.breaker_trips,
             "latency_s": self.latency.summary(),
+            "latency_histogram": self.latency.to_dict(),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "billed_replies": self.billed_replies,
@@ -158,6 +167,8 @@ class RunStats:
         self.rows_total: int | None = None  # the input's size when known up front, for ETA
         #: Seconds rows spent waiting for a provider with room (summed over rows).
         self.capacity_wait = 0.0
+        #: How the rows' results ended (`stop`, `length`, ...), counted per finish reason.
+        self.finish_reasons: Counter[str] = Counter()
         #: What the router publishes and which prices apply (preflight.RunPlan.pricing), for the stats file.
         self.pricing: dict[str, Any] | None = None
         self.models: dict[str, ModelStats] = {}
@@ -205,9 +216,11 @@ class RunStats:
                 "failed": self.rows_failed,
                 "bad_input": self.rows_bad,
                 "skipped_already_done": self.rows_skipped,
+                "input_estimate": self.rows_total,
             },
             "rows_per_second": round(processed / wall_time, 2) if wall_time > 0 else None,
             "capacity_wait_s": round(self.capacity_wait, 3),
+            "finish_reasons": dict(self.finish_reasons.most_common()),
             "overall": self.overall().to_dict(),
             "providers": providers,
             **({"pricing": self.pricing} if self.pricing is not None else {}),

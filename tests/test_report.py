@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.report_helpers import START, Page, make_errors, make_run_data
 
 import hfbatch.report.timeline as timeline_module
 from hfbatch.report import build_report, render_report, report_path
+from tests.report_helpers import START, Page, make_errors, make_run_data
 
 CHARTS = ("chart-throughput", "chart-latency", "chart-failures", "chart-limits", "chart-cost", "chart-finish-reasons")
 

@@ -13,9 +13,9 @@ from itertools import accumulate
 from pathlib import Path
 
 import pytest
-from tests.report_helpers import Page, make_errors, make_run_data
 
 from hfbatch.report import render_report
+from tests.report_helpers import Page, make_errors, make_run_data
 
 CHROMIUM = shutil.which("chromium") or next((p for p in ("/usr/bin/chromium",) if Path(p).exists()), None)
 pytestmark = pytest.mark.skipif(

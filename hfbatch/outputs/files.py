@@ -48,6 +48,7 @@ class OutputPaths:
     stats: Path
     manifest: Path
     lock: Path
+    timeline: Path
 
 
 class OutputFiles:
@@ -64,6 +65,7 @@ class OutputFiles:
             stats=stats or output.with_name(output.name + ".stats.json"),
             manifest=manifest.manifest_path(output),
             lock=manifest.lock_path(output),
+            timeline=output.with_name(output.name + ".timeline.jsonl"),
         )
         self._lock: contextlib.ExitStack | None = None
         self._good: int | None = None
@@ -99,6 +101,7 @@ class OutputFiles:
             "journal": self.paths.journal,
             "manifest": self.paths.manifest,
             "lock": self.paths.lock,
+            "timeline": self.paths.timeline,
         }
         if self.paths.journal == self.paths.output:
             del named["journal"]  # a JSONL output is its own journal
@@ -130,7 +133,7 @@ class OutputFiles:
             for kept in (p.output, p.journal):
                 if kept.exists():
                     os.replace(kept, kept.with_name(kept.name + ".bak"))
-            manifest.remove_outputs([p.errors, p.stats, p.manifest])
+            manifest.remove_outputs([p.errors, p.stats, p.manifest, p.timeline])
             return
         try:
             resuming = manifest.check_manifest(p.output, settings, fingerprint, force=force)
