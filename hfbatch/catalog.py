@@ -1,12 +1,16 @@
 """The models hfbatch knows by name: short aliases, the defaults, and the list shown when the Hub cannot be asked.
 
 The fallback list is what `hfbatch models` prints when the Hub does not answer; it is a
-snapshot, not live data.
+snapshot, not live data, and a `ModelList` says which of the two a caller got.
 """
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_VISION_MODEL", "FALLBACK_MODELS", "MODEL_ALIASES", "VISION_MODELS"]
+from dataclasses import dataclass
+
+from hfbatch.errors import APIError
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_VISION_MODEL", "FALLBACK_MODELS", "MODEL_ALIASES", "VISION_MODELS", "ModelList"]
 
 DEFAULT_MODEL = "openai/gpt-oss-120b"
 DEFAULT_VISION_MODEL = "meta-llama/Llama-3.2-11B-Vision-Instruct"
@@ -39,3 +43,13 @@ FALLBACK_MODELS: tuple[str, ...] = (
     "Qwen/Qwen2-VL-7B-Instruct",
     "google/gemma-3-27b-it",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelList:
+    """Model ids, and where they came from: `live` (the Hub or the server listed them), or the fallback list."""
+
+    models: tuple[str, ...]
+    live: bool
+    #: Why the live list could not be had, when `live` is false.
+    error: APIError | None = None

@@ -35,27 +35,30 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; turn any error into one line and an exit code (HFBATCH_DEBUG=1: the traceback)."""
+def _run_async(make: Callable[[], Coroutine[Any, Any, T]], fail: Callable[[str, int], None] = _fail) -> T:
+    """Run a coroutine; turn any error into one line and an exit code (HFBATCH_DEBUG=1: the traceback).
+
+    `fail(message, code)` writes the line and exits.
+    """
     from hfbatch.errors import AuthenticationError, HfbatchError
 
     try:
         return asyncio.run(make())
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
+        fail("interrupted", EXIT_INTERRUPTED)
     except Exception as raised:
         if os.environ.get(defaults.DEBUG_ENV):
             raise
         exc = _unwrap(raised)
         if isinstance(exc, AuthenticationError):
-            _fail(f"{exc} (the token is read from the environment; check it)", exc.exit_code)
+            fail(f"{exc} (the token is read from the environment; check it)", exc.exit_code)
         elif isinstance(exc, HfbatchError):
-            _fail(str(exc), exc.exit_code)
+            fail(str(exc), exc.exit_code)
         elif isinstance(exc, OSError):
-            _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ERROR)
+            fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ERROR)
         else:
             # A bug in hfbatch: still one line, with the way to see more.
-            _fail(
+            fail(
                 f"internal error: {type(exc).__name__}: {exc} (set {defaults.DEBUG_ENV}=1 for a traceback)", EXIT_ERROR
             )
     raise AssertionError("unreachable")
@@ -89,27 +92,68 @@ def cli() -> None:
     """Batch text generation through Hugging Face Inference Providers."""
 
 
-@cli.command()
+@cli.command(short_help="List the models served live for chat.")
+@click.option("--aliases", is_flag=True, help="List the short names hfbatch takes for model ids (asks nothing).")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="When the live list cannot be had, fail (exit 6; 3 for a refused token) instead of showing "
+    "hfbatch's built-in list.",
+)
 @_connection_options
-def models(api_base: str | None, hub_url: str | None, api_key_env: str | None) -> None:
-    """List the models served live for chat."""
+def models(aliases: bool, strict: bool, api_base: str | None, hub_url: str | None, api_key_env: str | None) -> None:
+    """List the models served live for chat (the Hub's, or the --api-base server's).
 
-    async def go() -> list[str]:
+    When the list cannot be read, hfbatch's built-in list of well-known models is shown instead,
+    with a warning on stderr (exit 0), or with --strict an error.
+    """
+    from hfbatch.catalog import MODEL_ALIASES, ModelList
+    from hfbatch.errors import AuthenticationError
+
+    if aliases:
+        width = max(map(len, MODEL_ALIASES))
+        for alias, model in MODEL_ALIASES.items():
+            click.echo(f"{alias:<{width}}  {model}")
+        return
+
+    async def go() -> ModelList:
         async with _api(api_base, hub_url, api_key_env) as api:
-            return list(await api.get_models())
+            listed: ModelList = await api.list_models()
+            return listed
 
-    for model in _run_async(go):
+    found = _run_async(go)
+    if not found.live:
+        code = int(found.error.exit_code if isinstance(found.error, AuthenticationError) else EXIT_ERROR)
+        if strict:
+            _fail(f"cannot list the live models: {found.error}", code)
+        click.echo(
+            f"hfbatch: warning: cannot list the live models ({found.error}); showing hfbatch's built-in "
+            "list of well-known models instead: not live data (--strict makes this an error)",
+            err=True,
+        )
+    for model in found.models:
         click.echo(model)
 
 
-@cli.command()
+@cli.command(short_help="Show the providers that serve MODEL, in order.")
 @click.argument("model")
 @_connection_options
 def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: str | None) -> None:
-    """Show the providers that serve MODEL live for chat, in the Hub's order."""
+    """Show the providers that serve MODEL live for chat, in the Hub's order.
+
+    \b
+    Columns: provider, its id for the model, status, task. With --api-base and no --hub-url,
+    no Hub is asked: the server is the one provider, named by its host and port.
+    """
 
     async def go() -> list[Any]:
         async with _api(api_base, hub_url, api_key_env) as api:
+            if not api.uses_hub:
+                click.echo(
+                    f"hfbatch: no --hub-url, so no Hub is asked: the server at {api.api_base} is the one "
+                    "provider, named by its host and port",
+                    err=True,
+                )
             return list(await api.get_mapping(model))
 
     rows = _run_async(go)
@@ -119,7 +163,7 @@ def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: 
         click.echo(f"{m.provider}\t{m.provider_id}\t{m.status}\t{m.task}")
 
 
-@cli.command()
+@cli.command(short_help="Stream one answer from MODEL to PROMPT.")
 @click.argument("model")
 @click.argument("prompt")
 @click.option("--system", default=None, help="System prompt.")
@@ -179,9 +223,9 @@ def chat(
         )
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8089, show_default=True)
+@cli.command(short_help="Serve the simulated Hub and router (no token needed).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=8089, show_default=True, help="Port to listen on (0: any free port).")
 @click.option(
     "--config",
     "config_path",
@@ -239,7 +283,7 @@ def _given(ctx: click.Context, flags: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if ctx.get_parameter_source(k) is not source}
 
 
-@cli.command()
+@cli.command(short_help="Run a batch job: a job file, or --input, --output, --model.")
 @click.argument("job", required=False, type=click.Path(dir_okay=False))
 @_run_options
 @click.option("--restart", is_flag=True, help="Delete earlier results of this output and start over.")
@@ -256,13 +300,23 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
     outside the rows (the endpoint, the Hub, the disk): results so far are kept; 130
     interrupted (rerun the same command to resume). --dry-run exits 0 when the job is sound.
     """
+    from hfbatch import events
     from hfbatch.dryrun import DryRunReport, dry_run, format_dry_run
     from hfbatch.jobspec import build_spec, load_job_file
     from hfbatch.progress import Progress
     from hfbatch.runner import RunControl, RunReport, run_job
     from hfbatch.stats import format_table
 
+    json_logs = False  # set once the job's log_format is known
+
+    def fail(message: str, code: int) -> None:
+        if not json_logs:
+            _fail(message, code)
+        click.echo(events.json_line(events.make("error", message, level=events.ERROR, exit_code=code)), err=True)
+        sys.exit(code)
+
     async def go() -> RunReport | DryRunReport:
+        nonlocal json_logs
         from hfbatch.errors import JobSpecError
 
         if restart and force:
@@ -273,40 +327,46 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
             return await dry_run(spec, restart=restart, force=force)
         if as_json:
             raise JobSpecError("--json goes with --dry-run (a run's stats are JSON in <output>.stats.json)")
+        json_logs = spec.log_format == "json"
         control = RunControl()
         loop = asyncio.get_running_loop()
+        progress = Progress(log_format=spec.log_format)
+        ended: list[events.Event] = []
+
+        def on_event(event: events.Event) -> None:
+            if event["event"] == "run_end" and not json_logs:
+                ended.append(event)  # said after the table, as its last line
+            else:
+                progress.event(event)
 
         def on_signal() -> None:
-            if control.draining.is_set():
-                click.echo("\nhfbatch: stopping now", err=True)
-            else:
-                click.echo(
-                    f"\nhfbatch: stopping: letting requests in flight finish (up to {spec.grace:g}s); "
-                    "press Ctrl-C again to stop now",
-                    err=True,
-                )
+            if not json_logs:
+                click.echo(err=True)  # past the ^C the terminal echoed
+            progress.event(events.stopping(control.draining.is_set(), spec.grace))
             control.request_stop()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-        progress = Progress()
         try:
-            report = await run_job(spec, restart=restart, force=force, control=control, progress=progress)
+            report = await run_job(
+                spec, restart=restart, force=force, control=control, progress=progress, on_event=on_event
+            )
         finally:
             progress.close()
-        click.echo(format_table(report.stats), err=True)
-        if report.message:
-            click.echo(f"hfbatch: {report.message}", err=True)
+        if not json_logs:
+            click.echo(format_table(report.stats), err=True)
+            for event in ended:
+                progress.event(event)
         return report
 
-    report = _run_async(go)
+    report = _run_async(go, fail)
     if isinstance(report, DryRunReport):
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if as_json else format_dry_run(report))
         sys.exit(0)
     sys.exit(int(report.exit_code))
 
 
-@cli.command()
+@cli.command(short_help="Write a run's HTML report with charts.")
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option("--open", "open_it", is_flag=True, help="Open the report in the browser once written.")
 @click.option(
@@ -329,7 +389,7 @@ def report(output: str, open_it: bool, stats_path: str | None, errors_path: str 
         click.launch(str(path))
 
 
-@cli.command()
+@cli.command(short_help="Show how far the run into OUTPUT got.")
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(output: str, as_json: bool) -> None:

@@ -170,16 +170,23 @@ class HuggingFaceAPI:
         return headers
 
     async def get_models(self) -> list[str]:
-        """Models served live for chat, plus those whose mapping is cached; on failure the fallback list."""
+        """Models served live for chat, plus those whose mapping is cached; on failure the fallback list.
+
+        `list_models` says which of the two it is.
+        """
+        return list((await self.list_models()).models)
+
+    async def list_models(self) -> catalog.ModelList:
+        """The live model list (cached), or the built-in fallback list flagged as such, with the reason."""
         if self._models is not None:
-            return self._models
+            return catalog.ModelList(tuple(self._models), live=True)
         try:
             found = await self.hub.models() if self.uses_hub else await self._server_models()
-        except APIError:
-            return list(self.fallback_models)
+        except APIError as exc:
+            return catalog.ModelList(self.fallback_models, live=False, error=exc)
         models = list(dict.fromkeys([*found, *self.hub.cached_models]))
         self._models = models
-        return models
+        return catalog.ModelList(tuple(models), live=True)
 
     async def _server_models(self) -> list[str]:
         with map_transport_errors(self.provider_label, self._secrets()):
@@ -201,7 +208,13 @@ class HuggingFaceAPI:
         return url_label(self.api_base)
 
     async def get_mapping(self, model: str, api_key: str | None = None) -> list[ProviderMapping]:
-        """The live conversational providers of `model` (alias resolved), in the Hub's order."""
+        """The live conversational providers of `model` (alias resolved), in the Hub's order.
+
+        A server without a Hub (`uses_hub` false) is asked nothing: it is the one provider, named
+        by its host and port, as a run names it.
+        """
+        if not self.uses_hub:
+            return [ProviderMapping(self.provider_label, model, "live", "conversational")]
         return await self.hub.mapping(self.get_model(model), api_key)
 
     async def providers_for(self, model: str, api_key: str | None = None) -> list[str]:

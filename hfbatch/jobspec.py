@@ -205,6 +205,12 @@ class JobSpec:
     grace: float = setting(
         "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", defaults.DEFAULT_GRACE, minimum=0
     )
+    log_format: str = setting(
+        "str",
+        "How progress and events go to stderr: plain (lines of text; a bar on a terminal) or json "
+        "(one JSON object per line, for log collectors).",
+        "plain",
+    )
     #: The `[sim]` table: start the built-in simulated server in-process (job files only).
     sim: dict[str, Any] | None = None
     #: The `[providers.NAME]` tables, by provider name (job files only).
@@ -280,6 +286,8 @@ ORDER_KEY = "order"
 _ORG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _SECRET_KEYS = frozenset({"token", "api_key", "hf_token", "key", "secret", "password", "authorization"})
 _EXTRA_TABLES = frozenset({"sim"})
+#: The values of `log_format`.
+LOG_FORMATS = ("plain", "json")
 
 
 def _jsonable(value: Any) -> Any:
@@ -419,6 +427,9 @@ def _check_spec(spec: JobSpec) -> None:
     source = spec.source
     if (spec.price_in is None) != (spec.price_out is None):
         raise JobSpecError(f"{source}: keys 'price_in' and 'price_out' are set together (a cost needs both)")
+    if spec.log_format not in LOG_FORMATS:
+        choices = " or ".join(LOG_FORMATS)
+        raise JobSpecError(f"{source}: key 'log_format': expected {choices}, got {spec.log_format!r}")
     if spec.bill_to is not None and not _ORG_NAME.fullmatch(spec.bill_to):
         raise JobSpecError(
             f"{source}: key 'bill_to': {spec.bill_to!r} is not an organization name (letters, digits, '-', '_', '.')"

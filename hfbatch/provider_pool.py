@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hfbatch import defaults
+from hfbatch import defaults, events
 from hfbatch.capacity import LearnedLimits, ProviderCapacity, RateLimit, Slot, acquire_any
 from hfbatch.errors import APIError, RateLimitError
 from hfbatch.pricing import Price, count_billed
@@ -78,8 +78,13 @@ class ProviderPool:
         breaker_max_trips: int = defaults.BREAKER_MAX_TRIPS,
         max_pause: float = defaults.MAX_RETRY_AFTER,
         prices: Mapping[str, Price | None] | None = None,
+        on_event: events.OnEvent | None = None,
     ) -> None:
         self.stats = stats
+        #: Gets the pool's events (hfbatch.events): a provider out, a breaker trip, learned limits that moved.
+        self.on_event = on_event
+        self._limits_seen: dict[str, dict[str, float | int | None]] = {}
+        self._limits_due = clock() + events.RATE_LIMIT_CHECK_INTERVAL
         #: Each provider's price (None: unknown), for the cost of what it bills.
         self.prices: Mapping[str, Price | None] = prices or {}
         self._limits = dict(limits)
@@ -117,6 +122,8 @@ class ProviderPool:
             if lim.tpm is not None:
                 self._tokens_paced.add(p)
             self.stats.provider(p).priced = self.prices.get(p) is not None
+        # What the pool starts from (its user's limits, a warm start) is no news: only moves are.
+        self._limits_seen = {**self.limits_now(), **self._limits_seen}
 
     # --- which providers may take rows ---------------------------------------------------------------
 
@@ -216,6 +223,8 @@ class ProviderPool:
         st.successes += 1
         st.latency.add(result.latency)
         count_billed(st, result, self.prices.get(provider))
+        if self.on_event is not None:
+            self._watch_limits()
 
     def on_failure(self, lease: Lease, error: APIError, latency: float) -> None:
         """Learn from a 429, trip the breaker on transient failures, count it."""
@@ -226,6 +235,8 @@ class ProviderPool:
         st.failures[error.kind] += 1
         if isinstance(error.billed, ChatResult):  # a whole reply that failed the row is billed too
             count_billed(st, error.billed, self.prices.get(provider))
+        if self.on_event is not None:
+            self._watch_limits()
         if isinstance(error, RateLimitError):
             self._rate_limited(provider, s, lease, error)
             return
@@ -234,7 +245,7 @@ class ProviderPool:
             return
         s.consecutive += 1
         now = self._clock()
-        if s.consecutive >= self._threshold and now >= s.benched_until:
+        if s.consecutive >= self._threshold and now >= s.benched_until and s.out is None:
             self._trip(provider, s, error, now)
 
     def _rate_limited(self, provider: str, s: _State, lease: Lease, error: RateLimitError) -> None:
@@ -243,13 +254,14 @@ class ProviderPool:
             # "Come back in a week": waiting would hang the run; out, with the reason in one line.
             s.capacity.on_dropped(lease.slot)
             if s.out is None:
-                s.out = RateLimitError(
+                out = RateLimitError(
                     f"asked to pause for {retry_after:.0f}s (Retry-After), longer than the "
-                    f"{self._max_pause:.0f}s hfbatch waits; out for this run",
+                    f"{self._max_pause:.0f}s hfbatch waits",
                     provider=provider,
                     status=error.status,
                     retry_after=retry_after,
                 )
+                self._put_out(provider, s, out)
             return
         hint = getattr(error, "hint", None)
         scaled = None if retry_after is None else retry_after * self._scale
@@ -259,14 +271,17 @@ class ProviderPool:
         s.trips_in_row += 1
         self.stats.provider(provider).breaker_trips += 1
         if s.trips_in_row >= self._max_trips:
+            self._emit(events.breaker_trip(provider, s.trips_in_row, None, error))
             out = type(error)(
-                f"out for this run after {s.trips_in_row} circuit-breaker trips; last error: {error.message}",
+                f"after {s.trips_in_row} circuit-breaker trips in a row; last error: {error.message}",
                 provider=provider,
                 status=error.status,
             )
-            s.out = out
+            self._put_out(provider, s, out)
             return
-        s.benched_until = now + self._cooldown * self._scale * 2 ** (s.trips_in_row - 1)
+        cooldown = self._cooldown * self._scale * 2 ** (s.trips_in_row - 1)
+        s.benched_until = now + cooldown
+        self._emit(events.breaker_trip(provider, s.trips_in_row, cooldown, error))
         # Half-open after the cool-down: one more failure benches it again.
         s.consecutive = self._threshold - 1
 
@@ -280,7 +295,27 @@ class ProviderPool:
         if drop:
             s = self._states[provider]
             if s.out is None:
-                s.out = error
+                self._put_out(provider, s, error)
+
+    def _put_out(self, provider: str, s: _State, error: APIError) -> None:
+        """The provider is done for this run, because of `error`."""
+        s.out = error
+        self._emit(events.provider_out(provider, error))
+
+    def _emit(self, event: events.Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _watch_limits(self) -> None:
+        """Every so often, emit an event for each provider whose learned limits moved since the last look."""
+        now = self._clock()
+        if now < self._limits_due:
+            return
+        self._limits_due = now + events.RATE_LIMIT_CHECK_INTERVAL
+        seen = self.limits_now()
+        for event in events.rate_limit_changes(self._limits_seen, seen):
+            self._emit(event)
+        self._limits_seen = seen
 
     # --- what was learned ------------------------------------------------------------------------------
 

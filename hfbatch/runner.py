@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hfbatch import events
 from hfbatch.errors import APIError, AuthenticationError, ExitCode, JobSpecError, RunError, UsageError
 from hfbatch.failfast import FailFast, refused_everywhere
 from hfbatch.idset import IdSet
@@ -77,8 +78,13 @@ async def run_job(
     force: bool = False,
     control: RunControl | None = None,
     progress: Callable[[RunStats], None] | None = None,
+    on_event: events.OnEvent | None = None,
 ) -> RunReport:
-    """Run a job to the end (or until stopped) and return its report; raise UsageError on bad input."""
+    """Run a job to the end (or until stopped) and return its report; raise UsageError on bad input.
+
+    `progress` is called with the stats after each row; `on_event` gets the run's events
+    (`hfbatch.events`: a provider out, a breaker trip, learned limits that moved, the run's end).
+    """
     if spec.dry_run:
         # A dry run promises no request: never let the flag through to a real run.
         raise UsageError("dry_run is set: hfbatch.dry_run(spec) makes a dry run; run_job sends requests")
@@ -101,7 +107,9 @@ async def run_job(
     files.check_distinct([reader.path, *reader.files()])
     try:
         with reader, files:
-            return await _run_files(spec, params, reader, files, restart, force, control, progress, stats, started)
+            return await _run_files(
+                spec, params, reader, files, restart, force, control, progress, stats, started, on_event
+            )
     except OSError as exc:
         # The disk filled up or went away: what was flushed before is safe, and a rerun resumes.
         where = exc.filename or spec.output
@@ -139,6 +147,7 @@ async def _run_files(
     progress: Callable[[RunStats], None] | None,
     stats: RunStats,
     started: float,
+    on_event: events.OnEvent | None = None,
 ) -> RunReport:
     """The run itself, with the input open and the output's lock held."""
     settings = spec.manifest_settings()
@@ -156,7 +165,7 @@ async def _run_files(
             plan = await plan_run(api, spec, time_scale=scale)
             providers, model, prices = plan.providers, plan.model, dict(plan.prices)
             stats.pricing = plan.pricing()
-        pool = _pool(spec, api.api_base, model, providers, stats, scale, prices)
+        pool = _pool(spec, api.api_base, model, providers, stats, scale, prices, on_event)
         routes = Routes(api, pool, spec.providers)
         keep_raw = spec.keep_response or files.format.needs_raw
         sender = RowSender(api, pool, api.retry, stream=spec.stream, allow_empty=spec.allow_empty, keep_raw=keep_raw)
@@ -178,6 +187,8 @@ async def _run_files(
         files.write_stats(report.stats)
         if model is not None:
             save_state(api.api_base, model, pool.learned())
+        if on_event is not None:
+            on_event(events.run_end(report.stats, int(report.exit_code), report.message))
         return report
 
 
@@ -189,6 +200,7 @@ def _pool(
     stats: RunStats,
     scale: float,
     prices: dict[str, Any],
+    on_event: events.OnEvent | None = None,
 ) -> ProviderPool:
     """The providers' capacity for this run: the user's limits, warm-started from what earlier runs learned."""
     per_provider = ProviderLimits(concurrency=spec.provider_concurrency or spec.concurrency)
@@ -202,6 +214,7 @@ def _pool(
         run_tpm=spec.tpm,
         time_scale=scale,
         prices=prices,
+        on_event=on_event,
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter
 from typing import Any
 
 from hfbatch.errors import ATTEMPT_KINDS
 
-__all__ = ["LatencyHistogram", "ModelStats", "ProviderStats", "RunStats", "format_table"]
+__all__ = ["TABLE_WIDTH", "LatencyHistogram", "ModelStats", "ProviderStats", "RunStats", "format_table"]
 
 _BUCKET_GROWTH = 1.02  # each bucket 2% wider than the last: percentiles within 2%
 _MIN_LATENCY = 1e-4
@@ -263,6 +264,25 @@ class ModelStats:
         }
 
 
+#: The end-of-run table fits this many columns.
+TABLE_WIDTH = 100
+#: Failure classes with a column of their own; the rarer ones add up in "other".
+TABLE_FAILURES = ("402", "429", "5xx", "timeout")
+_PROVIDER_WIDTH = 14  # longer provider names are cut
+TABLE_LEGEND = "402 to other: failed attempts (other: 401, 4xx, connection, malformed, empty, invalid output)"
+
+
+def _count(n: int) -> str:
+    """A count in at most 5 characters: exact below 100,000, then 123k, 1.2M, 12M (the stats file is exact)."""
+    if n < 100_000:
+        return str(n)
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            v = n / size
+            return f"{v:.1f}{unit}" if round(v, 1) < 10 else f"{v:.0f}{unit}"
+    return str(n)
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f}"
 
@@ -276,22 +296,40 @@ def _usd(s: dict[str, Any]) -> str:
     return text + ("" if s.get("cost_exact", True) else "+")
 
 
+def _cells(s: dict[str, Any]) -> list[str]:
+    """One provider's cells, in the order of `_HEADERS` after the name."""
+    f = s["failures"]
+    other = sum(v for k, v in f.items() if k not in TABLE_FAILURES)
+    lat = s["latency_s"]
+    counts = [s["requests"], s["successes"], *(f.get(k, 0) for k in TABLE_FAILURES), other, s["failovers_out"]]
+    return [*map(_count, counts), _ms(lat["p50"]), _ms(lat["p95"]), _usd(s)]
+
+
+_HEADERS = ("provider", "requests", "ok", *TABLE_FAILURES, "other", "failovers", "p50 ms", "p95 ms", "cost $")
+
+
 def format_table(data: dict[str, Any]) -> str:
-    """A compact text table of a stats dict, one line per provider and one overall."""
-    head = f"{'provider':<16} {'reqs':>7} {'ok':>7} {'402':>5} {'429':>5} {'4xx':>5} {'5xx':>5} {'t/o':>5} "
-    head += f"{'conn':>5} {'malf':>5} {'retry':>6} {'f/o':>5} {'trips':>5} {'p50ms':>6} {'p95ms':>6} {'p99ms':>6}"
-    head += f" {'cost$':>10}"
-    lines = [head]
-    rows = [*data["providers"].items(), ("(all)", data["overall"])]
-    for name, s in rows:
-        f = s["failures"]
-        lat = s["latency_s"]
-        lines.append(
-            f"{name[:16]:<16} {s['requests']:>7} {s['successes']:>7} {f['402']:>5} {f['429']:>5} "
-            f"{f['4xx'] + f['401']:>5} {f['5xx']:>5} {f['timeout']:>5} {f['connection']:>5} {f['malformed']:>5} "
-            f"{s['retries']:>6} {s['failovers_out']:>5} {s['breaker_trips']:>5} "
-            f"{_ms(lat['p50']):>6} {_ms(lat['p95']):>6} {_ms(lat['p99']):>6} {_usd(s):>10}"
+    """The end-of-run summary of a stats dict: one line per provider and one overall, a legend, rows and cost.
+
+    At most `TABLE_WIDTH` columns wide; the rarer failure classes add up in "other", and retries and
+    circuit-breaker trips, when there were some, get a line each.
+    """
+    rows = [(name[:_PROVIDER_WIDTH], s) for name, s in data["providers"].items()]
+    rows.append(("(all)", data["overall"]))
+    grid = [list(_HEADERS), *([name, *_cells(s)] for name, s in rows)]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(_HEADERS))]
+    gap = "  " if sum(widths) + 2 * (len(widths) - 1) <= TABLE_WIDTH else " "
+    lines = [
+        gap.join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
+        for row in grid
+    ]
+    lines.append(TABLE_LEGEND)
+    for key, label in (("retries", "retries on the same provider"), ("breaker_trips", "circuit-breaker trips")):
+        counts = [f"{name} {s[key]}" for name, s in data["providers"].items() if s.get(key)]
+        if counts:
+            lines += textwrap.wrap(f"{label}: " + ", ".join(counts), TABLE_WIDTH, subsequent_indent="  ")
     r = data["rows"]
     lines.append(
         f"rows: {r['done']} done, {r['failed']} failed, {r['bad_input']} bad input, "

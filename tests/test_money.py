@@ -246,7 +246,7 @@ def test_the_end_of_run_table_has_a_cost_column_and_marks_lower_bounds() -> None
     a.priced, a.billed_replies, a.replies_without_usage, a.cost_usd = True, 3, 1, 0.0125
     table = format_table(stats.to_dict(wall_time=1.0))
     lines = table.splitlines()
-    assert lines[0].rstrip().endswith("cost$") and lines[1].endswith("0.012500+")
+    assert lines[0].rstrip().endswith("cost $") and lines[1].endswith("0.012500+")
     assert "cost: $0.012500 for 3 billed replies (at least: 1 replies came without usage)" in table
 
 
