@@ -71,10 +71,16 @@ def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="Environment variable that holds the token; only it is read. "
         "Default: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then $HF_HOME/token, sent only to Hugging Face.",
     )(f)
-    f = click.option("--hub-url", default=None, help="Hub URL for provider mappings (default https://huggingface.co).")(
-        f
-    )
-    f = click.option("--api-base", default=None, help="OpenAI-compatible base URL (default the HF router).")(f)
+    f = click.option(
+        "--hub-url",
+        default=None,
+        help="Hub URL for provider mappings. Default: $HF_ENDPOINT, else https://huggingface.co.",
+    )(f)
+    f = click.option(
+        "--api-base",
+        default=None,
+        help=f"OpenAI-compatible base URL. Default: the HF router, {defaults.DEFAULT_API_BASE}.",
+    )(f)
     return f
 
 
@@ -166,16 +172,18 @@ def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: 
 @cli.command(short_help="Stream one answer from MODEL to PROMPT.")
 @click.argument("model")
 @click.argument("prompt")
-@click.option("--system", default=None, help="System prompt.")
-@click.option("--max-tokens", type=int, default=defaults.DEFAULT_MAX_TOKENS, show_default=True)
+@click.option("--system", default=None, help="System prompt. Default: none.")
+@click.option(
+    "--max-tokens", type=int, default=defaults.DEFAULT_MAX_TOKENS, show_default=True, help="Maximum tokens to generate."
+)
 @click.option(
     "--image",
     "images",
     multiple=True,
-    help="Image file, URL or data URI (repeatable); a file named here is read, and no other.",
+    help="Image file, URL or data URI (repeatable); a file named here is read, and no other. Default: none.",
 )
 @click.option(
-    "--timeout", type=float, default=defaults.DEFAULT_TIMEOUT, show_default=True, help="Deadline per attempt, s."
+    "--timeout", type=float, default=defaults.DEFAULT_TIMEOUT, show_default=True, help="Deadline per attempt, seconds."
 )
 @_connection_options
 def chat(
@@ -231,7 +239,8 @@ def chat(
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML file describing models, providers, latency and faults.",
+    help="TOML file describing models, providers, latency and faults. "
+    "Default: providers alpha (out of credits), beta (flaky), gamma (healthy).",
 )
 def sim(host: str, port: int, config_path: str | None) -> None:
     """Serve the simulated Hugging Face Hub and router (for trying hfbatch without a token)."""
@@ -370,10 +379,18 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option("--open", "open_it", is_flag=True, help="Open the report in the browser once written.")
 @click.option(
-    "--stats", "stats_path", type=click.Path(dir_okay=False), default=None, help="The run's --stats, if moved."
+    "--stats",
+    "stats_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The run's --stats, if moved. Default: OUTPUT.stats.json.",
 )
 @click.option(
-    "--errors", "errors_path", type=click.Path(dir_okay=False), default=None, help="The run's --errors, if moved."
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The run's --errors, if moved. Default: OUTPUT.errors.jsonl.",
 )
 def report(output: str, open_it: bool, stats_path: str | None, errors_path: str | None) -> None:
     """Write OUTPUT.report.html: one self-contained page with the run's charts and numbers."""

@@ -76,8 +76,13 @@ class JobSpec:
     Each field made with `setting(...)` is a job-file key and a flag of the same name.
     """
 
-    input: Path = setting("path", "Input file: .jsonl, .jsonl.gz, .parquet or a folder of .parquet parts.")
-    output: Path = setting("path", "Output file: .jsonl or .parquet (by extension).")
+    input: Path = setting(
+        "path",
+        "Input file: .jsonl, .jsonl.gz, .parquet or a folder of .parquet parts. Required (here or in the job file).",
+    )
+    output: Path = setting(
+        "path", "Output file: .jsonl or .parquet (by extension). Required (here or in the job file)."
+    )
     model: str | None = setting(
         "str",
         "Model id or alias, e.g. meta-llama/Llama-3.3-70B-Instruct (default: each OpenAI batch line's body.model).",
@@ -88,7 +93,12 @@ class JobSpec:
         "list", "Providers to try, in order (comma-separated). Default: the Hub's live ones.", ()
     )
     api_base: str = setting("url", "OpenAI-compatible base URL.", defaults.DEFAULT_API_BASE, in_manifest=True)
-    hub_url: str | None = setting("url", "Hub URL for provider mappings (env HF_ENDPOINT).", None)
+    hub_url: str | None = setting(
+        "url",
+        "Hub URL for provider mappings. Default: $HF_ENDPOINT, else https://huggingface.co; with another "
+        "--api-base, no Hub.",
+        None,
+    )
     api_key_env: str | None = setting(
         "str",
         "Environment variable holding the token; only it is read. Default: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, "
@@ -100,10 +110,17 @@ class JobSpec:
     )
     prompt_column: str = setting("str", "Column holding the prompt text.", "prompt", in_manifest=True)
     template: str | None = setting(
-        "str", "Prompt template over columns, e.g. 'Summarise: {text}'.", None, in_manifest=True
+        "str",
+        "Prompt template over columns, e.g. 'Summarise: {text}'. Default: none (the prompt column).",
+        None,
+        in_manifest=True,
     )
-    system: str | None = setting("str", "System prompt for rows without their own.", None, in_manifest=True)
-    keep_columns: tuple[str, ...] = setting("list", "Input columns copied to the output (comma-separated).", ())
+    system: str | None = setting(
+        "str", "System prompt for rows without their own. Default: none.", None, in_manifest=True
+    )
+    keep_columns: tuple[str, ...] = setting(
+        "list", "Input columns copied to the output (comma-separated). Default: none.", ()
+    )
     allow_local_images: Path | None = setting(
         "path",
         "Let rows' images name local files, only image files under this folder (symlinks resolved; never "
@@ -119,15 +136,26 @@ class JobSpec:
     max_tokens: int | None = setting(
         "int", "Maximum tokens to generate per row.", defaults.DEFAULT_MAX_TOKENS, minimum=1, in_manifest=True
     )
-    temperature: float | None = setting("float", "Sampling temperature.", None, minimum=0, in_manifest=True)
-    top_p: float | None = setting("float", "Nucleus sampling probability.", None, minimum=0, in_manifest=True)
-    seed: int | None = setting("int", "Sampling seed, for providers that honour it.", None, in_manifest=True)
+    temperature: float | None = setting(
+        "float", "Sampling temperature. Default: the provider's.", None, minimum=0, in_manifest=True
+    )
+    top_p: float | None = setting(
+        "float", "Nucleus sampling probability. Default: the provider's.", None, minimum=0, in_manifest=True
+    )
+    seed: int | None = setting(
+        "int", "Sampling seed, for providers that honour it. Default: none.", None, in_manifest=True
+    )
     n: int | None = setting(
-        "int", "Samples per row; with more than 1 the output has 'outputs', a list.", None, minimum=1, in_manifest=True
+        "int",
+        "Samples per row; with more than 1 the output has 'outputs', a list. Default: 1.",
+        None,
+        minimum=1,
+        in_manifest=True,
     )
     response_format: str | None = setting(
         "schema",
-        "Structured output: 'json' (any JSON object) or a JSON Schema file; every reply is checked against it.",
+        "Structured output: 'json' (any JSON object) or a JSON Schema file; every reply is checked against it. "
+        "Default: free text.",
         None,
         in_manifest=True,
     )
@@ -159,10 +187,12 @@ class JobSpec:
         defaults.DEFAULT_ROW_ATTEMPTS,
         minimum=1,
     )
-    rpm: float | None = setting("float", "Requests per minute at most, over the whole run.", None, minimum=0.001)
+    rpm: float | None = setting(
+        "float", "Requests per minute at most, over the whole run. Default: no cap.", None, minimum=0.001
+    )
     tpm: float | None = setting(
         "float",
-        "Tokens per minute at most, over the whole run (prompt estimate + max_tokens, then usage).",
+        "Tokens per minute at most, over the whole run (prompt estimate + max_tokens, then usage). Default: no cap.",
         None,
         minimum=1,
     )
@@ -185,12 +215,14 @@ class JobSpec:
         "bool", "Take a reply with empty text as a result (default: retry it as an 'empty' failure).", False
     )
     price_in: float | None = setting(
-        "float", "USD per million input tokens, for every provider (overrides the router's prices).", None, minimum=0
+        "float", "USD per million input tokens, for every provider. Default: the router's prices.", None, minimum=0
     )
     price_out: float | None = setting(
-        "float", "USD per million output tokens, for every provider (overrides the router's prices).", None, minimum=0
+        "float", "USD per million output tokens, for every provider. Default: the router's prices.", None, minimum=0
     )
-    bill_to: str | None = setting("str", "Organization the router bills instead of you (X-HF-Bill-To).", None)
+    bill_to: str | None = setting(
+        "str", "Organization the router bills instead of you (X-HF-Bill-To). Default: you.", None
+    )
     dry_run: bool = setting(
         "bool", "Check the job and estimate rows, tokens, cost and time: no generation request, no file written.", False
     )

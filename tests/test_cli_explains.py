@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -124,3 +125,22 @@ def test_sim_options_have_help() -> None:
     """`hfbatch sim --help` says what --host and --port are."""
     text = " ".join(invoke("sim", "--help").stdout.split())
     assert "--host TEXT Address to listen on" in text and "--port INTEGER Port to listen on" in text
+
+
+def _without_default(command: click.Command) -> list[str]:
+    """The options of `command` whose help shows no default (on/off flags are off unless given)."""
+    missing = []
+    for param in command.params:
+        if not isinstance(param, click.Option) or (param.is_flag and not param.secondary_opts):
+            continue
+        shown = param.show_default and param.default is not None
+        text = (param.help or "").lower()
+        if not (shown or "default" in text or "required" in text):
+            missing.append(param.opts[0])
+    return missing
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_every_option_shows_its_default(name: str) -> None:
+    """Each option's help shows its default, or says what happens without it, or that it is required."""
+    assert _without_default(cli.commands[name]) == []
