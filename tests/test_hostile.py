@@ -26,7 +26,8 @@ from hfbatch.client import HuggingFaceAPI
 from hfbatch.credentials import resolve_token, token_for
 from hfbatch.errors import APIError, ExitCode, InputError, JobSpecError
 from hfbatch.http_errors import MAX_MESSAGE, error_for_status, map_transport_errors
-from hfbatch.jobspec import JobSpec, build_spec, load_job_file
+from hfbatch.jobfile import build_spec, load_job_file
+from hfbatch.jobspec import JobSpec
 from hfbatch.outputs.records import check_writable
 from hfbatch.runner import run_job
 from hfbatch.sim import Fault, SimProvider, SimServer
