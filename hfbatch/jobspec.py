@@ -181,7 +181,13 @@ class JobSpec:
     learned_limits: bool = setting(
         "bool", "Start from the limits earlier runs learned for these providers (kept a day).", True
     )
-    timeout: float = setting("float", "Deadline per attempt, seconds.", defaults.DEFAULT_TIMEOUT, minimum=0.001)
+    timeout: float | None = setting(
+        "float",
+        "Deadline per attempt, seconds. Default: learned per provider, 10 x its p99 latency within 30-600 s "
+        "(120 s until 20 replies).",
+        None,
+        minimum=0.001,
+    )
     idle_timeout: float = setting(
         "float", "Longest silence inside a reply, seconds.", defaults.DEFAULT_IDLE_TIMEOUT, minimum=0.001
     )

@@ -201,6 +201,7 @@ def _pool(
         run_tpm=spec.tpm,
         time_scale=scale,
         prices=prices,
+        adaptive_timeout=spec.timeout is None,
     )
 
 

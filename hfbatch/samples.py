@@ -77,6 +77,8 @@ class RowSender:
         budget: Budget | None = None,
     ) -> None:
         self.api = api
+        # The scheduler's per-provider deadline (the runner's pool has one), else the client's --timeout.
+        self._timeout = getattr(scheduler, "attempt_timeout", None)
         #: The run's caps (--max-cost ...); None or inactive: attempts are sent as they come.
         self.budget = budget if budget is not None and budget.active else None
         self.scheduler = scheduler
@@ -124,13 +126,26 @@ class RowSender:
     def _send(
         self, model: str, messages: Sequence[Message], provider: str, params: dict[str, Any], *, allow_empty: bool
     ) -> Awaitable[ChatResult]:
+        timeout = self._timeout(provider) if self._timeout is not None else None
         if not self.stream:
             return self.api.complete(
-                model, messages, provider=provider, params=params, allow_empty=allow_empty, keep_raw=self.keep_raw
+                model,
+                messages,
+                provider=provider,
+                params=params,
+                allow_empty=allow_empty,
+                keep_raw=self.keep_raw,
+                timeout=timeout,
             )
         return _collect(
             self.api.stream(
-                model, messages, provider=provider, params=params, allow_empty=allow_empty, keep_raw=self.keep_raw
+                model,
+                messages,
+                provider=provider,
+                params=params,
+                allow_empty=allow_empty,
+                keep_raw=self.keep_raw,
+                timeout=timeout,
             )
         )
 

@@ -156,24 +156,17 @@ class Workers:
             w.cancel()
 
     async def _feed(self, reader: InputReader) -> None:
-        seen = IdSet()
-        # String ids go straight to the set: on a resume this loop runs for every done row.
-        seen_strings = seen.strings
-        add_string = seen_strings.add
+        # The ids of the rows to run; a done id is claimed in `done` instead, so it is not held twice.
+        add = IdSet().add
+        claim = self.done.claim
         stats = self.stats
         n = 0
-        for n, item in enumerate(reader.rows(self.done), 1):
+        for n, item in enumerate(reader.rows(self.done or None), 1):
             if isinstance(item, BadRow):
                 self._bad(item.index, item.where, item.id, item.reason)
             else:
                 key = item.id
-                if type(key) is str:
-                    size = len(seen_strings)
-                    add_string(key)
-                    new = len(seen_strings) != size
-                else:
-                    new = seen.add(key)
-                if not new:
+                if not (claim(key) if isinstance(item, DoneRow) else add(key)):
                     reason = f"duplicate id {key!r}: an earlier row has it; ids must be unique"
                     self._bad(item.index, f"row {item.index}", key, reason)
                 elif isinstance(item, DoneRow):
