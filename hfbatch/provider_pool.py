@@ -115,7 +115,12 @@ class ProviderPool:
                 continue
             lim = self._limits.get(p) or self._limits["*"]
             capacity = ProviderCapacity.build(
-                lim.concurrency, rpm=lim.rpm, tpm=lim.tpm, learned=self._learned.get(p), clock=self._clock
+                lim.concurrency,
+                rpm=lim.rpm,
+                tpm=lim.tpm,
+                learned=self._learned.get(p),
+                time_scale=self._scale,
+                clock=self._clock,
             )
             self._states[p] = _State(capacity)
             if lim.tpm is not None:
