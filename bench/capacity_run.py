@@ -55,7 +55,7 @@ def scenarios() -> list[Scenario]:
     rate = (SimProvider("r10", latency=0.05, rate_limit=(50, 5.0), limit_retry_after="exact"),)
     bare = (SimProvider("r10", latency=0.05, rate_limit=(50, 5.0), limit_retry_after="none"),)
     return [
-        Scenario("caps 16/16/8 @100ms", caps, 4000, 400.0, 0.9, 0.05),
+        Scenario("caps 16/16/8 @100ms", caps, 12000, 400.0, 0.9, 0.05),
         Scenario("10 req/s, Retry-After", rate, 600, 10.0, 0.9, 0.10),
         Scenario("10 req/s, bare 429", bare, 600, 10.0, 0.9, 0.10),
     ]

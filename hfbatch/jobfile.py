@@ -18,6 +18,7 @@ from hfbatch import defaults
 from hfbatch.credentials import check_url, looks_like_token
 from hfbatch.errors import JobSpecError
 from hfbatch.jobspec import BY_KEY, ORDER_KEY, PROVIDER_FIELDS, JobField, JobSpec, ProviderSettings
+from hfbatch.route_order import ROUTES
 
 __all__ = ["build_spec", "load_job_file"]
 
@@ -157,6 +158,8 @@ def _check_spec(spec: JobSpec) -> None:
     source = spec.source
     if (spec.price_in is None) != (spec.price_out is None):
         raise JobSpecError(f"{source}: keys 'price_in' and 'price_out' are set together (a cost needs both)")
+    if spec.route not in ROUTES:
+        raise JobSpecError(f"{source}: key 'route': unknown route {spec.route!r} (choose from {', '.join(ROUTES)})")
     if spec.bill_to is not None and not _ORG_NAME.fullmatch(spec.bill_to):
         raise JobSpecError(
             f"{source}: key 'bill_to': {spec.bill_to!r} is not an organization name (letters, digits, '-', '_', '.')"

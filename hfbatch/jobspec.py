@@ -58,6 +58,13 @@ class ProviderSettings:
 
     price_in: float | None = setting("float", "USD per million input tokens on this provider.", None, minimum=0)
     price_out: float | None = setting("float", "USD per million output tokens on this provider.", None, minimum=0)
+    concurrency: int | None = setting(
+        "int", "Requests in flight at most on this provider (default: --provider-concurrency).", None, minimum=1
+    )
+    rpm: float | None = setting("float", "Requests per minute at most on this provider.", None, minimum=0.001)
+    tpm: float | None = setting(
+        "float", "Tokens per minute at most on this provider (prompt estimate + max_tokens).", None, minimum=1
+    )
 
     def __post_init__(self) -> None:
         if (self.price_in is None) != (self.price_out is None):
@@ -202,6 +209,12 @@ class JobSpec:
         "float", "USD per million output tokens, for every provider (overrides the router's prices).", None, minimum=0
     )
     bill_to: str | None = setting("str", "Organization the router bills instead of you (X-HF-Bill-To).", None)
+    route: str = setting(
+        "str",
+        "Provider order: order (the Hub's, or --providers), cheapest (by published or given price), "
+        "fastest (by published throughput). Spill-over and fail-over follow it.",
+        "order",
+    )
     dry_run: bool = setting(
         "bool", "Check the job and estimate rows, tokens, cost and time: no generation request, no file written.", False
     )

@@ -191,11 +191,15 @@ def _pool(
 ) -> ProviderPool:
     """The providers' capacity for this run: the user's limits, warm-started from what earlier runs learned."""
     per_provider = ProviderLimits(concurrency=spec.provider_concurrency or spec.concurrency)
+    limits = {"*": per_provider}
+    for name, own in spec.provider_settings.items():
+        if own.concurrency is not None or own.rpm is not None or own.tpm is not None:
+            limits[name] = ProviderLimits(own.concurrency or per_provider.concurrency, rpm=own.rpm, tpm=own.tpm)
     learned = load_state(api_base, model, providers) if spec.learned_limits and model else {}
     return ProviderPool(
         providers,
         stats,
-        limits={"*": per_provider},
+        limits=limits,
         learned=learned,
         run_rpm=spec.rpm,
         run_tpm=spec.tpm,
