@@ -311,12 +311,15 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
     """
     from hfbatch import events
     from hfbatch.dryrun import DryRunReport, dry_run, format_dry_run
-    from hfbatch.jobspec import build_spec, load_job_file
+    from hfbatch.jobfile import build_spec, load_job_file
     from hfbatch.progress import Progress
     from hfbatch.runner import RunControl, RunReport, run_job
     from hfbatch.stats import format_table
 
-    json_logs = False  # set once the job's log_format is known
+    # The flag is known at once (an error in the job file is a JSON line too); the job file's key once read.
+    json_logs = ctx.get_parameter_source("log_format") is not click.core.ParameterSource.DEFAULT and (
+        flags.get("log_format") == "json"
+    )
 
     def fail(message: str, code: int) -> None:
         if not json_logs:

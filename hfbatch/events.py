@@ -1,7 +1,8 @@
 """What happens during a run, as events: dicts handed to an `on_event` callback, never printed here.
 
 `run_job(spec, on_event=...)` passes the callback to the provider pool, which emits the
-provider events, and emits `run_end` itself; `hfbatch run` writes each event on stderr as
+provider events where it decides them, and to the budget (`budget_reached`), and emits
+`run_end` itself; `hfbatch run` writes each event on stderr as
 one line of text (`plain_line`) or, with `--log-format json`, one JSON object (`json_line`).
 Every event has:
 
@@ -20,8 +21,12 @@ The kinds, when each happens, and its other keys:
   row), cooldown_s (null when it is out: a `provider_out` follows), last_error.
 - `rate_limit`: a provider's learned limits moved (looked at every `RATE_LIMIT_CHECK_INTERVAL`
   s). provider, ceiling (requests in flight), rate_rps (requests per second), before:
-  {ceiling, rate_rps}; null is "none learned".
-- `budget_reached`: a spending cap stopped the run. spent_usd, budget_usd.
+  {ceiling, rate_rps}; null is "none learned"; cause: what the capacity code put the
+  provider's 429s since the last look down to (`concurrency`, `requests`, `tokens`), null
+  when none was (limits rising; 429s put down to chance move no limit).
+- `budget_reached`: a budget cap (--max-cost, --max-requests, --max-tokens-total) stops the run,
+  once. reason, spent_usd, requests (sent), tokens (billed), caps: {max_cost, max_requests,
+  max_tokens_total} (null: none).
 - `run_end`: the run is over. exit_code, reason (why it stopped early, or null), rows: {done,
   failed, bad_input, skipped}, wall_time_s, rows_per_s, cost_usd.
 - `stopping`: the CLI got SIGINT or SIGTERM. now (true on the second signal).
@@ -122,14 +127,26 @@ def _moved(before: float | None, after: float | None) -> bool:
     return abs(after - before) > RATE_CHANGE_FRACTION * before
 
 
+_CAUSES = {"concurrency": "requests in flight", "requests": "the request pace", "tokens": "the token pace"}
+
+
 def _describe(ceiling: Any, rate: Any) -> str:
     cap = "no cap learned" if ceiling is None else f"at most {ceiling} in flight"
     pace = "unpaced" if rate is None else f"{rate:.3g} requests/s"
     return f"{cap}, {pace}"
 
 
-def rate_limit_changes(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]) -> list[Event]:
-    """A `rate_limit` event per provider whose learned cap or pace moved between two `limits_now()` views."""
+def rate_limit_changes(
+    before: Mapping[str, Mapping[str, Any]],
+    after: Mapping[str, Mapping[str, Any]],
+    blamed: Mapping[str, str] | None = None,
+) -> list[Event]:
+    """A `rate_limit` event per provider whose learned cap or pace moved between two `limits_now()` views.
+
+    `blamed` names, per provider, the limit its 429s since the last look were put down to
+    (`hfbatch.capacity.Blame`: concurrency, requests, tokens); none when the limits rose.
+    """
+    blamed = blamed or {}
     events = []
     for provider, now in after.items():
         was = before.get(provider, {})
@@ -140,16 +157,19 @@ def rate_limit_changes(before: Mapping[str, Mapping[str, Any]], after: Mapping[s
         lowered = (ceiling is not None and (old_ceiling is None or ceiling < old_ceiling)) or (
             rate is not None and (old_rate is None or rate < old_rate)
         )
+        cause = blamed.get(provider)
+        why = f"; its 429s were put down to {_CAUSES.get(cause, cause)}" if cause else ""
         events.append(
             make(
                 "rate_limit",
                 f"provider {provider}: learned limits now {_describe(ceiling, rate)} "
-                f"(were {_describe(old_ceiling, old_rate)})",
+                f"(were {_describe(old_ceiling, old_rate)}){why}",
                 level=WARNING if lowered else INFO,
                 provider=provider,
                 ceiling=ceiling,
                 rate_rps=rate,
                 before={"ceiling": old_ceiling, "rate_rps": old_rate},
+                cause=cause,
             )
         )
     return events
@@ -158,14 +178,18 @@ def rate_limit_changes(before: Mapping[str, Mapping[str, Any]], after: Mapping[s
 # --- run events ------------------------------------------------------------------------------------
 
 
-def budget_reached(spent_usd: float, budget_usd: float) -> Event:
-    """The run spent its budget and stops; a rerun with a larger one resumes."""
+def budget_reached(why: str, spent_usd: float, requests: int, tokens: int, caps: Mapping[str, float | None]) -> Event:
+    """A budget cap (`why`) stops the run: no new row is sent, rows in flight finish; a larger budget resumes."""
     return make(
         "budget_reached",
-        f"budget reached: ${spent_usd:.4f} spent of ${budget_usd:.4f}; stopping (rerun with a larger one to resume)",
+        f"budget reached: {why}; letting requests in flight finish, then stopping (exit 5; rerun with a "
+        "larger budget to go on)",
         level=WARNING,
+        reason=why,
         spent_usd=spent_usd,
-        budget_usd=budget_usd,
+        requests=requests,
+        tokens=tokens,
+        caps=dict(caps),
     )
 
 

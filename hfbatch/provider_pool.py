@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hfbatch import defaults, events
-from hfbatch.capacity import LearnedLimits, ProviderCapacity, RateLimit, Slot, acquire_any
+from hfbatch.capacity import Blame, LearnedLimits, ProviderCapacity, RateLimit, Slot, acquire_any
 from hfbatch.errors import APIError, RateLimitError
 from hfbatch.pricing import Price, count_billed
 from hfbatch.stats import RunStats
@@ -78,12 +78,18 @@ class ProviderPool:
         breaker_max_trips: int = defaults.BREAKER_MAX_TRIPS,
         max_pause: float = defaults.MAX_RETRY_AFTER,
         prices: Mapping[str, Price | None] | None = None,
+        adaptive_timeout: bool = False,
         on_event: events.OnEvent | None = None,
     ) -> None:
         self.stats = stats
+        #: Without --timeout, each provider's attempt deadline follows its latency (see `attempt_timeout`).
+        self._adaptive = adaptive_timeout
+        self._deadlines: dict[str, float] = {}
         #: Gets the pool's events (hfbatch.events): a provider out, a breaker trip, learned limits that moved.
         self.on_event = on_event
         self._limits_seen: dict[str, dict[str, float | int | None]] = {}
+        #: Per provider, the limit its latest 429 since the last look was put down to (chance ones move nothing).
+        self._blamed: dict[str, str] = {}
         self._limits_due = clock() + events.RATE_LIMIT_CHECK_INTERVAL
         #: Each provider's price (None: unknown), for the cost of what it bills.
         self.prices: Mapping[str, Price | None] = prices or {}
@@ -116,7 +122,12 @@ class ProviderPool:
                 continue
             lim = self._limits.get(p) or self._limits["*"]
             capacity = ProviderCapacity.build(
-                lim.concurrency, rpm=lim.rpm, tpm=lim.tpm, learned=self._learned.get(p), clock=self._clock
+                lim.concurrency,
+                rpm=lim.rpm,
+                tpm=lim.tpm,
+                learned=self._learned.get(p),
+                time_scale=self._scale,
+                clock=self._clock,
             )
             self._states[p] = _State(capacity)
             if lim.tpm is not None:
@@ -202,6 +213,12 @@ class ProviderPool:
         for task in list(self._waiting):
             task.cancel()
 
+    def attempt_timeout(self, provider: str) -> float | None:
+        """The provider's deadline for one attempt when it follows latency; None: the client's own (--timeout)."""
+        if not self._adaptive:
+            return None
+        return self._deadlines.get(provider, defaults.DEFAULT_TIMEOUT)
+
     def release(self, lease: Lease) -> None:
         """Give the lease's place back if no outcome did (idempotent)."""
         self._states[lease.provider].capacity.release(lease.slot)
@@ -223,6 +240,12 @@ class ProviderPool:
         st.successes += 1
         st.latency.add(result.latency)
         count_billed(st, result, self.prices.get(provider))
+        if self._adaptive and st.successes % defaults.ADAPTIVE_TIMEOUT_SAMPLES == 0:
+            p99 = st.latency.percentile(99) or 0.0
+            self._deadlines[provider] = min(
+                defaults.ADAPTIVE_TIMEOUT_MAX,
+                max(defaults.ADAPTIVE_TIMEOUT_MIN, defaults.ADAPTIVE_TIMEOUT_FACTOR * p99),
+            )
         if self.on_event is not None:
             self._watch_limits()
 
@@ -235,10 +258,10 @@ class ProviderPool:
         st.failures[error.kind] += 1
         if isinstance(error.billed, ChatResult):  # a whole reply that failed the row is billed too
             count_billed(st, error.billed, self.prices.get(provider))
-        if self.on_event is not None:
-            self._watch_limits()
         if isinstance(error, RateLimitError):
             self._rate_limited(provider, s, lease, error)
+            if self.on_event is not None:
+                self._watch_limits()  # after the capacity code decided what this 429 moves
             return
         s.capacity.on_dropped(lease.slot)
         if not error.kind.transient:
@@ -265,7 +288,9 @@ class ProviderPool:
             return
         hint = getattr(error, "hint", None)
         scaled = None if retry_after is None else retry_after * self._scale
-        s.capacity.on_rate_limited(lease.slot, retry_after=scaled, hint=hint)
+        blame = s.capacity.on_rate_limited(lease.slot, retry_after=scaled, hint=hint)
+        if blame is not Blame.CHANCE:
+            self._blamed[provider] = blame.value
 
     def _trip(self, provider: str, s: _State, error: APIError, now: float) -> None:
         s.trips_in_row += 1
@@ -313,9 +338,10 @@ class ProviderPool:
             return
         self._limits_due = now + events.RATE_LIMIT_CHECK_INTERVAL
         seen = self.limits_now()
-        for event in events.rate_limit_changes(self._limits_seen, seen):
+        for event in events.rate_limit_changes(self._limits_seen, seen, self._blamed):
             self._emit(event)
         self._limits_seen = seen
+        self._blamed = {}
 
     # --- what was learned ------------------------------------------------------------------------------
 

@@ -25,19 +25,24 @@ ROWS = 120
 
 
 @pytest.fixture
-def sim_config() -> SimConfig:
-    """The first provider is out of credits, the second fails every request with a 500, the third is healthy."""
-    return one_model(
+def sim_config(request: pytest.FixtureRequest) -> SimConfig:
+    """The first provider is out of credits, the second fails every request with a 500, the third is healthy.
+
+    A test parametrizing `sim_config` indirectly gets its own instead.
+    """
+    given: SimConfig | None = getattr(request, "param", None)
+    return given or one_model(
         SimProvider("broke", faults=(Fault("402"),)),
         SimProvider("flaky", faults=(Fault("500"),)),
-        SimProvider("ok"),
+        # Slow enough that the run outlasts the flaky provider's four cool-downs (scaled down).
+        SimProvider("ok", latency=0.05),
     )
 
 
-def run(sim: SimServer, tmp_path: Path, *extra: str) -> Result:
-    """`hfbatch run` of ROWS rows against the simulator, in-process."""
+def run(sim: SimServer, tmp_path: Path, *extra: str, rows: int = ROWS) -> Result:
+    """`hfbatch run` of `rows` rows against the simulator, in-process."""
     inp = tmp_path / "in.jsonl"
-    inp.write_text("".join(json.dumps({"id": i, "prompt": f"p {i}"}) + "\n" for i in range(ROWS)))
+    inp.write_text("".join(json.dumps({"id": i, "prompt": f"p {i}"}) + "\n" for i in range(rows)))
     args = ["run", "--input", str(inp), "--output", str(tmp_path / "out.jsonl"), "--model", MODEL]
     args += ["--api-base", sim.api_base, "--hub-url", sim.hub_url, "--concurrency", "8", *extra]
     return CliRunner().invoke(cli, args, catch_exceptions=False)
@@ -89,6 +94,17 @@ def test_json_errors_are_json_too(sim: SimServer, tmp_path: Path) -> None:
     assert error["event"] == "error" and error["exit_code"] == 2 and "nobody" in error["message"]
 
 
+def test_a_bad_job_file_is_a_json_error_with_the_flag(tmp_path: Path) -> None:
+    """With --log-format json on the command line, even an error in the job file is one JSON line."""
+    job = tmp_path / "job.toml"
+    job.write_text('input = "in.jsonl"\noutput = "out.jsonl"\nmodel = "m"\nconcurrncy = 4\n')
+    result = CliRunner().invoke(cli, ["run", str(job), "--log-format", "json"])
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    error = json.loads(line)
+    assert error["event"] == "error" and "did you mean 'concurrency'" in error["message"]
+
+
 def test_log_format_takes_plain_or_json_only(tmp_path: Path) -> None:
     """Another value is a job-file error naming the key and the choices."""
     job = tmp_path / "job.toml"
@@ -136,24 +152,54 @@ class Clock:
         return self.now
 
 
+def reply(provider: str) -> ChatResult:
+    """A short successful reply."""
+    return ChatResult("x", "stop", 1, 1, provider, "m", latency=0.01)
+
+
 async def test_the_pool_tells_when_a_providers_learned_limit_moves() -> None:
-    """A 429 with four in flight teaches a cap of three: at the next look, one rate_limit event says so."""
+    """Four in flight taken, the fifth refused again and again: at the next look, one event says the cap is four."""
     clock = Clock()
     seen: list[events.Event] = []
     limits = {"*": ProviderLimits(concurrency=8)}
     pool = ProviderPool(["a", "b"], RunStats(), limits=limits, clock=clock, on_event=seen.append)
-    leases = [await pool.acquire(["a"]) for _ in range(4)]
-    pool.on_failure(leases[-1], RateLimitError("slow down", provider="a", status=429), latency=0.1)
+    held = [await pool.acquire(["a"]) for _ in range(4)]
+    for _ in range(20):  # at the fifth place, one at a time: the provider took five then
+        clock.now += 0.01
+        pool.on_success(await pool.acquire(["a"]), reply("a"))
+    clock.now += 1.0
+    for _ in range(10):  # until the capacity code puts the 429s down to places, not chance
+        clock.now += 0.001
+        pool.on_failure(await pool.acquire(["a"]), RateLimitError("slow down", provider="a", status=429), 0.001)
+        if pool.limits_now()["a"]["ceiling"] is not None:
+            break
     assert not seen  # looked at every RATE_LIMIT_CHECK_INTERVAL seconds, not at every outcome
     clock.now += events.RATE_LIMIT_CHECK_INTERVAL
-    pool.on_success(leases[0], ChatResult("x", "stop", 1, 1, "a", "m", latency=0.01))
+    pool.on_success(held[0], reply("a"))
     (event,) = seen
     assert event["event"] == "rate_limit" and event["provider"] == "a" and event["level"] == "warning"
-    assert event["ceiling"] == 3 and event["before"]["ceiling"] is None
-    assert "at most 3 in flight" in event["message"]
+    assert event["ceiling"] == 4 and event["before"]["ceiling"] is None and event["cause"] == "concurrency"
+    assert "at most 4 in flight" in event["message"] and "put down to requests in flight" in event["message"]
     clock.now += events.RATE_LIMIT_CHECK_INTERVAL
-    pool.on_success(leases[1], ChatResult("x", "stop", 1, 1, "a", "m", latency=0.01))
+    pool.on_success(held[1], reply("a"))
     assert len(seen) == 1  # nothing moved since
+
+
+async def test_a_chance_429_moves_no_limit_and_makes_no_event() -> None:
+    """One 429 amid successes is put down to chance: the next look finds nothing to tell."""
+    clock = Clock()
+    seen: list[events.Event] = []
+    pool = ProviderPool(
+        ["a"], RunStats(), limits={"*": ProviderLimits(concurrency=8)}, clock=clock, on_event=seen.append
+    )
+    leases = [await pool.acquire(["a"]) for _ in range(6)]
+    clock.now += 0.1
+    for lease in leases[:-1]:
+        pool.on_success(lease, reply("a"))
+    pool.on_failure(leases[-1], RateLimitError("busy", provider="a", status=429), 0.1)
+    clock.now += events.RATE_LIMIT_CHECK_INTERVAL
+    pool.on_success(await pool.acquire(["a"]), reply("a"))
+    assert seen == []
 
 
 def test_a_small_move_of_a_learned_pace_is_not_news() -> None:
@@ -164,3 +210,41 @@ def test_a_small_move_of_a_learned_pace_is_not_news() -> None:
     assert event["provider"] == "b" and event["rate_rps"] == 5.0 and event["before"]["rate_rps"] == 10.0
     (new,) = events.rate_limit_changes({"c": {"rate_rps": None}}, {"c": {"rate_rps": 2.0}})
     assert "2 requests/s" in new["message"] and "unpaced" in new["message"]
+
+
+def test_a_budget_cap_is_one_json_event_then_the_runs_end(sim: SimServer, tmp_path: Path) -> None:
+    """--max-requests reached: one budget_reached event with the cap and the requests sent, then run_end, exit 5."""
+    result = run(sim, tmp_path, "--log-format", "json", "--providers", "ok", "--max-requests", "30")
+    assert result.exit_code == 5, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    (budget,) = kinds(lines, "budget_reached")
+    assert budget["level"] == "warning" and "--max-requests 30" in budget["reason"]
+    assert budget["requests"] == 30 and budget["caps"] == {
+        "max_cost": None,
+        "max_requests": 30,
+        "max_tokens_total": None,
+    }
+    (end,) = kinds(lines, "run_end")
+    assert end is lines[-1] and end["exit_code"] == 5 and "budget reached" in end["reason"]
+    assert lines.index(budget) < lines.index(end) and end["rows"]["done"] == 30
+
+
+@pytest.mark.parametrize(
+    "sim_config", [one_model(SimProvider("capped", latency=0.01, max_concurrency=4))], indirect=True
+)
+def test_json_logs_tell_when_a_providers_cap_is_learned(
+    sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider refusing more than four at once: rate_limit events say the lower limits learned, and why."""
+    monkeypatch.setattr(events, "RATE_LIMIT_CHECK_INTERVAL", 0.0)  # look at every outcome, not every 10 s
+    args = ("--log-format", "json", "--concurrency", "16", "--no-learned-limits")
+    result = run(sim, tmp_path, *args, rows=600)  # enough refusals to tell a cap from chance
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    # The capacity code puts these 429s down to places (or, on a loaded machine, sometimes the pace).
+    learned = [e for e in kinds(lines, "rate_limit") if e["cause"] is not None]
+    assert learned and all(e["provider"] == "capped" and e["level"] == "warning" for e in learned)
+    assert {e["cause"] for e in learned} <= {"concurrency", "requests"}
+    assert all("its 429s were put down to" in e["message"] for e in learned)
+    capped = [e for e in learned if e["cause"] == "concurrency"]
+    assert all(e["ceiling"] < (e["before"]["ceiling"] or 16) for e in capped)
