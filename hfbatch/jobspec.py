@@ -199,6 +199,12 @@ class JobSpec:
         "float", "Longest silence inside a reply, seconds.", defaults.DEFAULT_IDLE_TIMEOUT, minimum=0.001
     )
     stream: bool = setting("bool", "Stream replies (SSE) instead of waiting for whole ones.", False)
+    hedge: bool = setting(
+        "bool",
+        "Once the input is drained, send a second try of a request slower than 3x its provider's p99 "
+        "latency to a provider with room; the first answer wins, the other is cancelled.",
+        True,
+    )
     allow_empty: bool = setting(
         "bool", "Take a reply with empty text as a result (default: retry it as an 'empty' failure).", False
     )

@@ -79,10 +79,13 @@ class ProviderStats:
     __slots__ = (
         "billed_replies",
         "breaker_trips",
+        "cancelled",
         "completion_tokens",
         "cost_usd",
         "failovers_out",
         "failures",
+        "hedges",
+        "hedges_won",
         "latency",
         "priced",
         "prompt_tokens",
@@ -100,6 +103,9 @@ class ProviderStats:
         self.retries = 0
         self.failovers_out = 0
         self.breaker_trips = 0
+        self.hedges = 0  # second tries of slow requests in the run's tail (see hedging.py)
+        self.hedges_won = 0  # of them, those that answered first and gave the row its result
+        self.cancelled = 0  # requests abandoned when the other of a hedged pair answered first
         self.prompt_tokens = 0  # of billed replies (whole 2xx replies, failed ones too)
         self.completion_tokens = 0
         self.latency = LatencyHistogram()
@@ -118,6 +124,9 @@ class ProviderStats:
         self.retries += other.retries
         self.failovers_out += other.failovers_out
         self.breaker_trips += other.breaker_trips
+        self.hedges += other.hedges
+        self.hedges_won += other.hedges_won
+        self.cancelled += other.cancelled
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.latency.merge(other.latency)
@@ -142,6 +151,9 @@ class ProviderStats:
             "retries": self.retries,
             "failovers_out": self.failovers_out,
             "breaker_trips": self.breaker_trips,
+            "hedges": self.hedges,
+            "hedges_won": self.hedges_won,
+            "cancelled": self.cancelled,
             "latency_s": self.latency.summary(),
             "latency_histogram": self.latency.to_dict(),
             "prompt_tokens": self.prompt_tokens,

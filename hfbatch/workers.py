@@ -21,6 +21,7 @@ from hfbatch.errors import (
     UsageError,
 )
 from hfbatch.failfast import FailFast, refused_everywhere
+from hfbatch.hedging import Hedger
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, Row
 from hfbatch.jobspec import JobSpec
@@ -29,6 +30,7 @@ from hfbatch.outputs import OutputFiles, error_record, result_record
 from hfbatch.outputs.records import check_writable
 from hfbatch.pricing import reply_cost
 from hfbatch.provider_pool import ProviderPool
+from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
 from hfbatch.stats import RunStats
@@ -88,6 +90,8 @@ class Workers:
         self.progress = progress or (lambda s: None)
         self.params = params
         self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
+        #: Second tries of slow requests once the input is drained (`--hedge`, on by default).
+        self.hedger = Hedger(pool, enabled=spec.hedge, time_scale=env_time_scale())
         #: Why the run stopped early because no provider was left, if it did.
         self.all_out: str | None = None
         #: Why the run stopped because a budget cap was reached, if it did.
@@ -103,6 +107,7 @@ class Workers:
         stopped: tuple[ExitCode, str] | None = None
         try:
             async with asyncio.TaskGroup() as tg:
+                self.hedger.attach(tg)
                 counter = tg.create_task(self._count(reader))
                 flusher = tg.create_task(files.keep_flushed())
                 timeline = Timeline(files.paths.timeline, self.stats, self.pool.limits_now)
@@ -198,6 +203,8 @@ class Workers:
     async def _work(self) -> None:
         while (row := await self.queue.get()) is not None:
             await self._process(row)
+        # No row left for this worker: the run's tail, where slow requests get hedged.
+        self.hedger.begin_tail()
 
     async def _process(self, row: Row) -> None:
         try:
@@ -224,7 +231,14 @@ class Workers:
             deadline = None if self.spec.max_wait is None else time.monotonic() + self.spec.max_wait
             cost = self._token_estimate(messages, params) if self.spec.tpm else 0.0
             result = await self.sender.result(
-                model, messages, params, providers, sleep=self.pool.sleep, deadline=deadline, cost=cost
+                model,
+                messages,
+                params,
+                providers,
+                sleep=self.pool.sleep,
+                deadline=deadline,
+                cost=cost,
+                hedger=self.hedger,
             )
         except AuthenticationError:
             raise
