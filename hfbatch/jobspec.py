@@ -202,6 +202,16 @@ class JobSpec:
         None,
         in_manifest=True,
     )
+    shard: str | None = setting(
+        "str",
+        "Take only the rows whose id hashes to K modulo N: 'K/N' (K from 0), or 'auto' (K from "
+        "JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID). Paths may hold {shard} (00003-of-00008).",
+        None,
+        in_manifest=True,
+    )
+    shards: int | None = setting(
+        "int", "With --shard auto: how many shards (default: SLURM_ARRAY_TASK_COUNT).", None, minimum=1
+    )
     grace: float = setting(
         "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", defaults.DEFAULT_GRACE, minimum=0
     )
@@ -440,6 +450,12 @@ def build_spec(file_values: dict[str, Any], flag_values: dict[str, Any]) -> JobS
         raise JobSpecError(f"{source}: missing required setting {names}")
     known = {f.name for f in fields(JobSpec)}
     spec = JobSpec(**{k: v for k, v in merged.items() if k in known and v is not None})
+    from hfbatch.shards import resolve_shard
+
+    try:
+        spec = resolve_shard(spec)  # --shard auto reads the engine's variables now: a bad one is exit 2 at once
+    except JobSpecError as exc:
+        raise JobSpecError(f"{source}: {exc}") from None
     if spec.output.suffix not in (".jsonl", ".parquet"):
         raise JobSpecError(f"{source}: key 'output': {spec.output} must end in .jsonl or .parquet")
     _check_spec(spec)

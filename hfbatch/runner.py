@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from typing import Any
 
 from hfbatch.errors import APIError, AuthenticationError, ExitCode, JobSpecError, RunError, UsageError
 from hfbatch.failfast import FailFast, refused_everywhere
+from hfbatch.history import record
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
+from hfbatch.inputs.growth import input_growth
 from hfbatch.jobspec import JobSpec
 from hfbatch.learned_state import load_state, save_state
 from hfbatch.messages import calculate_length
@@ -30,6 +33,7 @@ from hfbatch.provider_pool import ProviderLimits, ProviderPool
 from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
+from hfbatch.shards import resolve_shard, spec_shard
 from hfbatch.stats import RunStats
 from hfbatch.timeline import Timeline
 from hfbatch.version import version
@@ -83,6 +87,7 @@ async def run_job(
         # A dry run promises no request: never let the flag through to a real run.
         raise UsageError("dry_run is set: hfbatch.dry_run(spec) makes a dry run; run_job sends requests")
     started = time.monotonic()
+    spec = resolve_shard(spec)  # K/N from --shard auto, and {shard} in paths (build_spec did it for the CLI)
     control = control or RunControl()
     stats = RunStats()
     in_spec = InputSpec(
@@ -143,7 +148,8 @@ async def _run_files(
     """The run itself, with the input open and the output's lock held."""
     settings = spec.manifest_settings()
     fingerprint = reader.fingerprint()
-    files.prepare(settings, fingerprint, restart=restart, force=force)
+    grew = functools.partial(input_growth, new=fingerprint, files=reader.files())  # a cron input that only grew
+    files.prepare(settings, fingerprint, restart=restart, force=force, input_grew=grew)
     done = IdSet()
     files.load_done(done)
     scale = env_time_scale()
@@ -175,7 +181,10 @@ async def _run_files(
         if code is ExitCode.OK and stats.rows_failed + stats.rows_bad:
             code = ExitCode.FAILED_ROWS
         report = _report(spec, stats, providers, started, code, message, pool.limits_now())
-        files.write_stats(report.stats)
+        # The file adds this run to the earlier ones; the report (and the table printed) is this run's.
+        changeable = {k: v for k, v in spec.public_settings().items() if k not in settings}
+        paths = files.paths
+        files.write_stats(record(paths.stats, paths.timeline, report.stats, run=run.run_id, settings=changeable))
         if model is not None:
             save_state(api.api_base, model, pool.learned())
         return report
@@ -263,6 +272,9 @@ class _Run:
         #: Watches the first rows for a systematic mistake (every one failing alike); not on a resume
         #: of an output that holds results: these settings have worked.
         self.fail_fast = FailFast(enabled=not done)
+        self.shard = spec_shard(spec)
+        #: This run's id in the timeline, once it started.
+        self.run_id: str | None = None
 
     async def execute(self, reader: InputReader, files: OutputFiles) -> tuple[ExitCode, str | None]:
         """Run every row; return the exit code and, when it stopped early, why."""
@@ -274,6 +286,7 @@ class _Run:
                 counter = tg.create_task(self._count(reader))
                 flusher = tg.create_task(files.keep_flushed())
                 timeline = Timeline(files.paths.timeline, self.stats, self.pool.limits_now)
+                self.run_id = timeline.run
                 recorder = tg.create_task(timeline.keep_writing())
                 feeder = tg.create_task(self._feed(reader))
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
@@ -304,7 +317,8 @@ class _Run:
 
     async def _count(self, reader: InputReader) -> None:
         # File reads (Parquet footers, a JSONL's head) stay off the event loop; until then, no ETA.
-        self.stats.rows_total = await asyncio.to_thread(reader.estimate_rows)
+        total = await asyncio.to_thread(reader.estimate_rows)
+        self.stats.rows_total = total if total is None or self.shard is None else round(total / self.shard.n)
 
     async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         await self.control.draining.wait()
@@ -328,8 +342,11 @@ class _Run:
         add_string = seen_strings.add
         stats = self.stats
         n = 0
-        for n, item in enumerate(reader.rows(self.done), 1):
-            if isinstance(item, BadRow):
+        shard = self.shard
+        for n, item in enumerate(reader.rows(self.done if shard is None else shard.skip_others(self.done)), 1):
+            if shard is not None and type(item) is not Row and shard.elsewhere(item, self.done):
+                stats.rows_other_shards += 1
+            elif isinstance(item, BadRow):
                 self._bad(item.index, item.where, item.id, item.reason)
             else:
                 key = item.id
