@@ -257,7 +257,7 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
     interrupted (rerun the same command to resume). --dry-run exits 0 when the job is sound.
     """
     from hfbatch.dryrun import DryRunReport, dry_run, format_dry_run
-    from hfbatch.jobspec import build_spec, load_job_file
+    from hfbatch.jobfile import build_spec, load_job_file
     from hfbatch.progress import Progress
     from hfbatch.runner import RunControl, RunReport, run_job
     from hfbatch.stats import format_table

@@ -67,7 +67,7 @@ async def open_client(spec: JobSpec, scale: float) -> AsyncIterator[HuggingFaceA
     """The job's client, pointed at an in-process simulated server when the job has a [sim] table."""
     policy = RetryPolicy(max_retries=spec.max_retries, max_attempts=spec.max_attempts, time_scale=scale)
     kw: dict[str, Any] = {
-        "timeout": spec.timeout,
+        "timeout": spec.timeout or defaults.DEFAULT_TIMEOUT,
         "idle_timeout": spec.idle_timeout,
         "retry": policy,
         "api_key_env": spec.api_key_env,

@@ -78,8 +78,12 @@ class ProviderPool:
         breaker_max_trips: int = defaults.BREAKER_MAX_TRIPS,
         max_pause: float = defaults.MAX_RETRY_AFTER,
         prices: Mapping[str, Price | None] | None = None,
+        adaptive_timeout: bool = False,
     ) -> None:
         self.stats = stats
+        #: Without --timeout, each provider's attempt deadline follows its latency (see `attempt_timeout`).
+        self._adaptive = adaptive_timeout
+        self._deadlines: dict[str, float] = {}
         #: Each provider's price (None: unknown), for the cost of what it bills.
         self.prices: Mapping[str, Price | None] = prices or {}
         self._limits = dict(limits)
@@ -111,7 +115,12 @@ class ProviderPool:
                 continue
             lim = self._limits.get(p) or self._limits["*"]
             capacity = ProviderCapacity.build(
-                lim.concurrency, rpm=lim.rpm, tpm=lim.tpm, learned=self._learned.get(p), clock=self._clock
+                lim.concurrency,
+                rpm=lim.rpm,
+                tpm=lim.tpm,
+                learned=self._learned.get(p),
+                time_scale=self._scale,
+                clock=self._clock,
             )
             self._states[p] = _State(capacity)
             if lim.tpm is not None:
@@ -195,6 +204,12 @@ class ProviderPool:
         for task in list(self._waiting):
             task.cancel()
 
+    def attempt_timeout(self, provider: str) -> float | None:
+        """The provider's deadline for one attempt when it follows latency; None: the client's own (--timeout)."""
+        if not self._adaptive:
+            return None
+        return self._deadlines.get(provider, defaults.DEFAULT_TIMEOUT)
+
     def release(self, lease: Lease) -> None:
         """Give the lease's place back if no outcome did (idempotent)."""
         self._states[lease.provider].capacity.release(lease.slot)
@@ -216,6 +231,12 @@ class ProviderPool:
         st.successes += 1
         st.latency.add(result.latency)
         count_billed(st, result, self.prices.get(provider))
+        if self._adaptive and st.successes % defaults.ADAPTIVE_TIMEOUT_SAMPLES == 0:
+            p99 = st.latency.percentile(99) or 0.0
+            self._deadlines[provider] = min(
+                defaults.ADAPTIVE_TIMEOUT_MAX,
+                max(defaults.ADAPTIVE_TIMEOUT_MIN, defaults.ADAPTIVE_TIMEOUT_FACTOR * p99),
+            )
 
     def on_failure(self, lease: Lease, error: APIError, latency: float) -> None:
         """Learn from a 429, trip the breaker on transient failures, count it."""

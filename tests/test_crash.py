@@ -216,7 +216,7 @@ def test_grace_period_cancels_requests_that_do_not_finish(sim: SimServer, tmp_pa
     out = tmp_path / "out.jsonl"
     proc = start(sim, inp, out, grace="0.3")
     deadline = time.monotonic() + 30
-    while sim.counts().get("p1", {}).get("requests", 0) < 16:
+    while sim.counts().get("p1", {}).get("requests", 0) < 4:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)

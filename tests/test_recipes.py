@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from hfbatch.jobspec import build_spec, load_job_file
+from hfbatch.jobfile import build_spec, load_job_file
 from hfbatch.shards import shard_of
 from hfbatch.sim import SimConfig, SimProvider, SimServer
 from tests.helpers import one_model

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hfbatch.errors import ExitCode, JobSpecError, UsageError
-from hfbatch.jobspec import build_spec
+from hfbatch.jobfile import build_spec
 from hfbatch.runner import run_job
 from hfbatch.shards import Shard, parse_shard, shard_from_env, shard_of
 from hfbatch.sim import SimConfig, SimProvider, SimServer
