@@ -359,6 +359,45 @@ def status(output: str, as_json: bool) -> None:
     sys.exit(int(st.exit_code))
 
 
+@cli.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False), help="The merged file: .jsonl or .parquet."
+)
+@click.option("--dedupe", is_flag=True, help="Keep the first part's result for an id in several parts (else exit 2).")
+@click.option("--partial", is_flag=True, help="Merge parts whose run has not finished, and despite missing shards.")
+@click.option(
+    "--output-format",
+    default=None,
+    help="jsonl, parquet or openai (default: by extension; openai when every part is OpenAI batch output).",
+)
+def merge(parts: tuple[str, ...], output: str, dedupe: bool, partial: bool, output_format: str | None) -> None:
+    """Join shard outputs PARTS (JSONL, Parquet, OpenAI batch output) into one file, exactly once per id.
+
+    \b
+    Writes OUTPUT, OUTPUT.stats.json (the parts' stats added up), OUTPUT.errors.jsonl and
+    OUTPUT.timeline.jsonl. Exit codes: 0 merged; 2 an id in two parts, an unfinished part or
+    a missing shard (see --dedupe, --partial), or a part that is not an hfbatch output.
+    """
+    from hfbatch.errors import HfbatchError
+    from hfbatch.merge import merge_outputs
+
+    try:
+        paths = [Path(p) for p in parts]
+        report = merge_outputs(paths, Path(output), dedupe=dedupe, partial=partial, output_format=output_format)
+    except HfbatchError as exc:
+        _fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ERROR)
+    for note in report.notes:
+        click.echo(f"hfbatch: {note}", err=True)
+    click.echo(
+        f"hfbatch: merged {len(report.parts)} parts into {report.output}: {report.records} results, "
+        f"{report.errors} failed rows",
+        err=True,
+    )
+
+
 def main() -> None:
     """Entry point of the `hfbatch` console script."""
     cli(prog_name="hfbatch")

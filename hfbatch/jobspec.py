@@ -232,6 +232,16 @@ class JobSpec:
         None,
         in_manifest=True,
     )
+    shard: str | None = setting(
+        "str",
+        "Take only the rows whose id hashes to K modulo N: 'K/N' (K from 0), or 'auto' (K from "
+        "JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID). Paths may hold {shard} (00003-of-00008).",
+        None,
+        in_manifest=True,
+    )
+    shards: int | None = setting(
+        "int", "With --shard auto: how many shards (default: SLURM_ARRAY_TASK_COUNT).", None, minimum=1
+    )
     grace: float = setting(
         "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", defaults.DEFAULT_GRACE, minimum=0
     )

@@ -319,7 +319,7 @@ class ProviderPool:
             )
             s.out = out
             return
-        s.benched_until = now + self._cooldown * self._scale * 2 ** (s.trips_in_row - 1)
+        s.benched_until = now + self._cooldown * self._scale * 2 ** min(s.trips_in_row - 1, 32)
         # Half-open after the cool-down: one more failure benches it again.
         s.consecutive = self._threshold - 1
 

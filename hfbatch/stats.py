@@ -176,6 +176,7 @@ class RunStats:
         self.rows_skipped = 0  # already in the output from an earlier run
         self.rows_bad = 0  # bad input rows, sent to the errors file
         self.rows_seen = 0
+        self.rows_other_shards = 0  # with --shard: rows read that another shard takes
         self.rows_total: int | None = None  # the input's size when known up front, for ETA
         #: Seconds rows spent waiting for a provider with room (summed over rows).
         self.capacity_wait = 0.0
@@ -229,6 +230,7 @@ class RunStats:
                 "bad_input": self.rows_bad,
                 "skipped_already_done": self.rows_skipped,
                 "input_estimate": self.rows_total,
+                "other_shards": self.rows_other_shards,
             },
             "rows_per_second": round(processed / wall_time, 2) if wall_time > 0 else None,
             "capacity_wait_s": round(self.capacity_wait, 3),
@@ -310,6 +312,9 @@ def format_table(data: dict[str, Any]) -> str:
         f"{r['skipped_already_done']} already done; {data['wall_time_s']:.1f}s, "
         f"{data['rows_per_second'] or 0:.1f} rows/s"
     )
+    if reasons := data.get("finish_reasons"):
+        # A `length` count is the one to watch: those rows hit max_tokens and are cut short.
+        lines.append("finish: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items()))
     lines.append(_cost_line(data["overall"]))
     return "\n".join(lines)
 

@@ -33,6 +33,7 @@ from hfbatch.provider_pool import ProviderPool
 from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
+from hfbatch.shards import spec_shard
 from hfbatch.stats import RunStats
 from hfbatch.timeline import Timeline
 
@@ -99,6 +100,9 @@ class Workers:
         #: Watches the first rows for a systematic mistake (every one failing alike); not on a resume
         #: of an output that holds results: these settings have worked.
         self.fail_fast = FailFast(enabled=not done)
+        self.shard = spec_shard(spec)
+        #: This run's id in the timeline, once it started.
+        self.run_id: str | None = None
 
     async def execute(self, reader: InputReader, files: OutputFiles) -> tuple[ExitCode, str | None]:
         """Run every row; return the exit code and, when it stopped early, why."""
@@ -111,6 +115,7 @@ class Workers:
                 counter = tg.create_task(self._count(reader))
                 flusher = tg.create_task(files.keep_flushed())
                 timeline = Timeline(files.paths.timeline, self.stats, self.pool.limits_now)
+                self.run_id = timeline.run
                 recorder = tg.create_task(timeline.keep_writing())
                 feeder = tg.create_task(self._feed(reader))
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
@@ -143,7 +148,8 @@ class Workers:
 
     async def _count(self, reader: InputReader) -> None:
         # File reads (Parquet footers, a JSONL's head) stay off the event loop; until then, no ETA.
-        self.stats.rows_total = await asyncio.to_thread(reader.estimate_rows)
+        total = await asyncio.to_thread(reader.estimate_rows)
+        self.stats.rows_total = total if total is None or self.shard is None else round(total / self.shard.n)
 
     async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         await self.control.draining.wait()
@@ -166,8 +172,12 @@ class Workers:
         claim = self.done.claim
         stats = self.stats
         n = 0
-        for n, item in enumerate(reader.rows(self.done or None), 1):
-            if isinstance(item, BadRow):
+        shard = self.shard
+        done = self.done if shard is None else shard.skip_others(self.done)
+        for n, item in enumerate(reader.rows(done or None), 1):
+            if shard is not None and type(item) is not Row and shard.elsewhere(item, self.done):
+                stats.rows_other_shards += 1
+            elif isinstance(item, BadRow):
                 self._bad(item.index, item.where, item.id, item.reason)
             else:
                 key = item.id
