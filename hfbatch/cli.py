@@ -1,4 +1,4 @@
-"""The `hfbatch` command: the only module that talks to the terminal (with progress.py beside it).
+"""The `hfbatch` command: with cli_tools.py and progress.py, the only code that talks to the terminal.
 
 Heavy imports (aiohttp, pyarrow) happen inside the commands, so `hfbatch --help` stays fast.
 """
@@ -7,89 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from hfbatch import defaults
-
-T = TypeVar("T")
-
-# The codes, as errors.ExitCode defines them; read here without importing the library, so --help stays fast.
-EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 6, 130
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"hfbatch: error: {message}", err=True)
-    sys.exit(code)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _run_async(make: Callable[[], Coroutine[Any, Any, T]], fail: Callable[[str, int], None] = _fail) -> T:
-    """Run a coroutine; turn any error into one line and an exit code (HFBATCH_DEBUG=1: the traceback).
-
-    `fail(message, code)` writes the line and exits.
-    """
-    from hfbatch.errors import AuthenticationError, HfbatchError
-
-    try:
-        return asyncio.run(make())
-    except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
-    except Exception as raised:
-        if os.environ.get(defaults.DEBUG_ENV):
-            raise
-        exc = _unwrap(raised)
-        if isinstance(exc, AuthenticationError):
-            fail(f"{exc} (the token is read from the environment; check it)", exc.exit_code)
-        elif isinstance(exc, HfbatchError):
-            fail(str(exc), exc.exit_code)
-        elif isinstance(exc, OSError):
-            fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ERROR)
-        else:
-            # A bug in hfbatch: still one line, with the way to see more.
-            fail(
-                f"internal error: {type(exc).__name__}: {exc} (set {defaults.DEBUG_ENV}=1 for a traceback)", EXIT_ERROR
-            )
-    raise AssertionError("unreachable")
-
-
-def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--api-key-env",
-        default=None,
-        help="Environment variable that holds the token; only it is read. "
-        "Default: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then $HF_HOME/token, sent only to Hugging Face.",
-    )(f)
-    f = click.option(
-        "--hub-url",
-        default=None,
-        help="Hub URL for provider mappings. Default: $HF_ENDPOINT, else https://huggingface.co.",
-    )(f)
-    f = click.option(
-        "--api-base",
-        default=None,
-        help=f"OpenAI-compatible base URL. Default: the HF router, {defaults.DEFAULT_API_BASE}.",
-    )(f)
-    return f
-
-
-def _api(api_base: str | None, hub_url: str | None, api_key_env: str | None, **kw: Any) -> Any:
-    from hfbatch.client import HuggingFaceAPI
-    from hfbatch.credentials import token_for
-
-    token = token_for(api_base or defaults.DEFAULT_API_BASE, hub_url, api_key_env)
-    return HuggingFaceAPI(token, api_base=api_base, hub_url=hub_url, api_key_env=api_key_env, **kw)
+from hfbatch.cli_tools import EXIT_ERROR, chat, mapping, models, run_async, sim
+from hfbatch.cli_tools import fail as _fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -98,169 +25,10 @@ def cli() -> None:
     """Batch text generation through Hugging Face Inference Providers."""
 
 
-@cli.command(short_help="List the models served live for chat.")
-@click.option("--aliases", is_flag=True, help="List the short names hfbatch takes for model ids (asks nothing).")
-@click.option(
-    "--strict",
-    is_flag=True,
-    help="When the live list cannot be had, fail (exit 6; 3 for a refused token) instead of showing "
-    "hfbatch's built-in list.",
-)
-@_connection_options
-def models(aliases: bool, strict: bool, api_base: str | None, hub_url: str | None, api_key_env: str | None) -> None:
-    """List the models served live for chat (the Hub's, or the --api-base server's).
-
-    When the list cannot be read, hfbatch's built-in list of well-known models is shown instead,
-    with a warning on stderr (exit 0), or with --strict an error.
-    """
-    from hfbatch.catalog import MODEL_ALIASES, ModelList
-    from hfbatch.errors import AuthenticationError
-
-    if aliases:
-        width = max(map(len, MODEL_ALIASES))
-        for alias, model in MODEL_ALIASES.items():
-            click.echo(f"{alias:<{width}}  {model}")
-        return
-
-    async def go() -> ModelList:
-        async with _api(api_base, hub_url, api_key_env) as api:
-            listed: ModelList = await api.list_models()
-            return listed
-
-    found = _run_async(go)
-    if not found.live:
-        code = int(found.error.exit_code if isinstance(found.error, AuthenticationError) else EXIT_ERROR)
-        if strict:
-            _fail(f"cannot list the live models: {found.error}", code)
-        click.echo(
-            f"hfbatch: warning: cannot list the live models ({found.error}); showing hfbatch's built-in "
-            "list of well-known models instead: not live data (--strict makes this an error)",
-            err=True,
-        )
-    for model in found.models:
-        click.echo(model)
-
-
-@cli.command(short_help="Show the providers that serve MODEL, in order.")
-@click.argument("model")
-@_connection_options
-def mapping(model: str, api_base: str | None, hub_url: str | None, api_key_env: str | None) -> None:
-    """Show the providers that serve MODEL live for chat, in the Hub's order.
-
-    \b
-    Columns: provider, its id for the model, status, task. With --api-base and no --hub-url,
-    no Hub is asked: the server is the one provider, named by its host and port.
-    """
-
-    async def go() -> list[Any]:
-        async with _api(api_base, hub_url, api_key_env) as api:
-            if not api.uses_hub:
-                click.echo(
-                    f"hfbatch: no --hub-url, so no Hub is asked: the server at {api.api_base} is the one "
-                    "provider, named by its host and port",
-                    err=True,
-                )
-            return list(await api.get_mapping(model))
-
-    rows = _run_async(go)
-    if not rows:
-        _fail(f"no live provider serves {model} for chat", EXIT_FAILED)
-    for m in rows:
-        click.echo(f"{m.provider}\t{m.provider_id}\t{m.status}\t{m.task}")
-
-
-@cli.command(short_help="Stream one answer from MODEL to PROMPT.")
-@click.argument("model")
-@click.argument("prompt")
-@click.option("--system", default=None, help="System prompt. Default: none.")
-@click.option(
-    "--max-tokens", type=int, default=defaults.DEFAULT_MAX_TOKENS, show_default=True, help="Maximum tokens to generate."
-)
-@click.option(
-    "--image",
-    "images",
-    multiple=True,
-    help="Image file, URL or data URI (repeatable); a file named here is read, and no other. Default: none.",
-)
-@click.option(
-    "--timeout", type=float, default=defaults.DEFAULT_TIMEOUT, show_default=True, help="Deadline per attempt, seconds."
-)
-@_connection_options
-def chat(
-    model: str,
-    prompt: str,
-    system: str | None,
-    max_tokens: int,
-    images: tuple[str, ...],
-    timeout: float,
-    api_base: str | None,
-    hub_url: str | None,
-    api_key_env: str | None,
-) -> None:
-    """Stream one answer from MODEL to PROMPT on stdout."""
-    from hfbatch.media import LocalImages
-    from hfbatch.wire import ChatResult
-
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-
-    async def go() -> ChatResult | None:
-        async with _api(api_base, hub_url, api_key_env, timeout=timeout) as api:
-            result = None
-            # The user typed these paths: each is allowed, exactly (not its folder), still only if an image.
-            gen = api.create_async_generator(
-                model,
-                messages,
-                max_tokens=max_tokens,
-                media=list(images) or None,
-                local_images=LocalImages.named(images),
-            )
-            async for item in gen:
-                if isinstance(item, str):
-                    click.echo(item, nl=False)
-                else:
-                    result = item
-            click.echo()
-            return result
-
-    result = _run_async(go)
-    if result is not None:
-        click.echo(
-            f"[{result.provider}, finish={result.finish_reason}, prompt={result.prompt_tokens} "
-            f"completion={result.completion_tokens} tokens, {result.attempts} attempt(s)]",
-            err=True,
-        )
-
-
-@cli.command(short_help="Serve the simulated Hub and router (no token needed).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=int, default=8089, show_default=True, help="Port to listen on (0: any free port).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TOML file describing models, providers, latency and faults. "
-    "Default: providers alpha (out of credits), beta (flaky), gamma (healthy).",
-)
-def sim(host: str, port: int, config_path: str | None) -> None:
-    """Serve the simulated Hugging Face Hub and router (for trying hfbatch without a token)."""
-    from hfbatch.sim import SimServer, default_sim_config, load_sim_config, serve
-
-    config = load_sim_config(config_path) if config_path else default_sim_config()
-
-    def ready(server: SimServer) -> None:
-        click.echo(f"hfbatch sim: serving on {server.url} (Ctrl-C to stop)", err=True)
-        click.echo(f"  --api-base {server.api_base} --hub-url {server.hub_url}", err=True)
-        click.echo(f"  token: export HF_TOKEN={config.token}", err=True)
-        for m in config.models:
-            click.echo(f"  model {m.id}: " + ", ".join(p.name for p in m.providers), err=True)
-
-    try:
-        _run_async(lambda: serve(config, host, port, ready))
-    except SystemExit as exc:
-        if exc.code == EXIT_INTERRUPTED:
-            sys.exit(0)
-        raise
+cli.add_command(models)
+cli.add_command(mapping)
+cli.add_command(chat)
+cli.add_command(sim)
 
 
 def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -371,7 +139,7 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
                 progress.event(event)
         return report
 
-    report = _run_async(go, fail)
+    report = run_async(go, fail)
     if isinstance(report, DryRunReport):
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if as_json else format_dry_run(report))
         sys.exit(0)
@@ -437,6 +205,45 @@ def status(output: str, as_json: bool) -> None:
             f"{(p.get('failures') or {}).get('429', 0)} rate-limited, limit {limit.get('limit', '-')}"
         )
     sys.exit(int(st.exit_code))
+
+
+@cli.command(short_help="Join shard outputs into one file, exactly once per id.")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False), help="The merged file: .jsonl or .parquet."
+)
+@click.option("--dedupe", is_flag=True, help="Keep the first part's result for an id in several parts (else exit 2).")
+@click.option("--partial", is_flag=True, help="Merge parts whose run has not finished, and despite missing shards.")
+@click.option(
+    "--output-format",
+    default=None,
+    help="jsonl, parquet or openai (default: by extension; openai when every part is OpenAI batch output).",
+)
+def merge(parts: tuple[str, ...], output: str, dedupe: bool, partial: bool, output_format: str | None) -> None:
+    """Join shard outputs PARTS (JSONL, Parquet, OpenAI batch output) into one file, exactly once per id.
+
+    \b
+    Writes OUTPUT, OUTPUT.stats.json (the parts' stats added up), OUTPUT.errors.jsonl and
+    OUTPUT.timeline.jsonl. Exit codes: 0 merged; 2 an id in two parts, an unfinished part or
+    a missing shard (see --dedupe, --partial), or a part that is not an hfbatch output.
+    """
+    from hfbatch.errors import HfbatchError
+    from hfbatch.merge import merge_outputs
+
+    try:
+        paths = [Path(p) for p in parts]
+        report = merge_outputs(paths, Path(output), dedupe=dedupe, partial=partial, output_format=output_format)
+    except HfbatchError as exc:
+        _fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ERROR)
+    for note in report.notes:
+        click.echo(f"hfbatch: {note}", err=True)
+    click.echo(
+        f"hfbatch: merged {len(report.parts)} parts into {report.output}: {report.records} results, "
+        f"{report.errors} failed rows",
+        err=True,
+    )
 
 
 def main() -> None:

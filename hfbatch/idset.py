@@ -135,12 +135,14 @@ class IdSet:
         # in a new bucket in slot 2b + 1. A record's bucket is always _view[h >> _shift] (a
         # negative h counts from the end, as its unsigned value would), with no test of the split
         # point; and sorting hashes sorts them by bucket.
-        first = bytearray()
-        self._view = [first, first]
-        self._shift = 63  # 64 bits of hash, less the bits that number the view's slots
+        # It starts at two buckets, split by the top bit: a claim flips that bit in place, so no
+        # split may ever test it (a claimed record would move to the other bucket and be lost).
+        first, second = bytearray(), bytearray()
+        self._view = [first, first, second, second]
+        self._shift = 62  # 64 bits of hash, less the bits that number the view's slots
         self._split = 0  # buckets split in this round
         self._count = 0
-        self._limit = BUCKET_RECORDS
+        self._limit = 2 * BUCKET_RECORDS
         self._claims = 0
         # Hashes of string ids added in bulk, by their top 8 bits; put in their buckets at the
         # next lookup, a part at a time: a journal of a million ids costs no Python step per id.

@@ -19,6 +19,7 @@ from hfbatch.credentials import check_url, looks_like_token
 from hfbatch.errors import JobSpecError
 from hfbatch.jobspec import BY_KEY, ORDER_KEY, PROVIDER_FIELDS, JobField, JobSpec, ProviderSettings
 from hfbatch.route_order import ROUTES
+from hfbatch.shards import resolve_shard
 
 __all__ = ["build_spec", "load_job_file"]
 
@@ -186,6 +187,10 @@ def build_spec(file_values: dict[str, Any], flag_values: dict[str, Any]) -> JobS
         raise JobSpecError(f"{source}: missing required setting {names}")
     known = {f.name for f in fields(JobSpec)}
     spec = JobSpec(**{k: v for k, v in merged.items() if k in known and v is not None})
+    try:
+        spec = resolve_shard(spec)  # --shard auto reads the engine's variables now: a bad one is exit 2 at once
+    except JobSpecError as exc:
+        raise JobSpecError(f"{source}: {exc}") from None
     if spec.output.suffix not in (".jsonl", ".parquet"):
         raise JobSpecError(f"{source}: key 'output': {spec.output} must end in .jsonl or .parquet")
     _check_spec(spec)

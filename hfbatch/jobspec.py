@@ -235,6 +235,12 @@ class JobSpec:
         "float", "Longest silence inside a reply, seconds.", defaults.DEFAULT_IDLE_TIMEOUT, minimum=0.001
     )
     stream: bool = setting("bool", "Stream replies (SSE) instead of waiting for whole ones.", False)
+    hedge: bool = setting(
+        "bool",
+        "Once the input is drained, send a second try of a request slower than 3x its provider's p99 "
+        "latency to a provider with room; the first answer wins, the other is cancelled.",
+        True,
+    )
     allow_empty: bool = setting(
         "bool", "Take a reply with empty text as a result (default: retry it as an 'empty' failure).", False
     )
@@ -263,6 +269,17 @@ class JobSpec:
         "Output format: jsonl, parquet, or openai (OpenAI Batch API output lines, .jsonl). Default: by extension.",
         None,
         in_manifest=True,
+    )
+    shard: str | None = setting(
+        "str",
+        "Take only the rows whose id hashes to K modulo N: 'K/N' (K from 0), or 'auto' (K from "
+        "JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID). Paths may hold {shard} (00003-of-00008). "
+        "Default: every row (no shard).",
+        None,
+        in_manifest=True,
+    )
+    shards: int | None = setting(
+        "int", "With --shard auto: how many shards (default: SLURM_ARRAY_TASK_COUNT).", None, minimum=1
     )
     grace: float = setting(
         "float", "Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.", defaults.DEFAULT_GRACE, minimum=0

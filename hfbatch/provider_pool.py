@@ -187,6 +187,38 @@ class ProviderPool:
                 continue
             return Lease(provider, slot, cost)
 
+    def try_acquire(self, candidates: Sequence[str], cost: float = 0.0) -> Lease | None:
+        """A slot on the first candidate with room now (not out, not benched), else None; waits for nothing."""
+        now = self._clock()
+        for p in candidates:
+            state = self._states.get(p)
+            if state is None or state.out is not None or state.benched_until > now:
+                continue
+            slot = state.capacity.try_acquire(cost)
+            if slot is not None:
+                return Lease(p, slot, cost)
+        return None
+
+    def latency_p99(self, provider: str) -> tuple[float | None, int]:
+        """The provider's p99 latency of successes this run (None before any), and how many there were."""
+        st = self.stats.provider(provider)
+        return st.latency.percentile(99), st.successes
+
+    def on_hedge(self, provider: str) -> None:
+        """A hedge (a second try of a slow request) goes to `provider`."""
+        self.stats.provider(provider).hedges += 1
+
+    def on_hedge_won(self, provider: str) -> None:
+        """A hedge on `provider` answered first: its reply is the row's."""
+        self.stats.provider(provider).hedges_won += 1
+
+    def on_cancelled(self, lease: Lease) -> None:
+        """The request was abandoned in flight (the other of a hedged pair answered first): count it, learn nothing."""
+        st = self.stats.provider(lease.provider)
+        st.requests += 1
+        st.cancelled += 1
+        self._states[lease.provider].capacity.on_dropped(lease.slot)
+
     async def sleep(self, delay: float) -> None:
         """Sleep between retries of a row; `stop_waiting` ends it at once."""
         with self._waiter():
@@ -304,7 +336,7 @@ class ProviderPool:
             )
             self._put_out(provider, s, out)
             return
-        cooldown = self._cooldown * self._scale * 2 ** (s.trips_in_row - 1)
+        cooldown = self._cooldown * self._scale * 2 ** min(s.trips_in_row - 1, 32)
         s.benched_until = now + cooldown
         self._emit(events.breaker_trip(provider, s.trips_in_row, cooldown, error))
         # Half-open after the cool-down: one more failure benches it again.

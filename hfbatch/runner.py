@@ -7,6 +7,7 @@ capacity and the budget, and hands the rows to `workers.Workers`. Nothing here p
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ from hfbatch.errors import (
     RunError,
     UsageError,
 )
+from hfbatch.history import record
 from hfbatch.idset import IdSet
 from hfbatch.inputs import InputReader, InputSpec, Row, open_input
+from hfbatch.inputs.growth import input_growth
 from hfbatch.jobspec import JobSpec
 from hfbatch.learned_state import load_state, save_state
 from hfbatch.outputs import OutputFiles, open_output
@@ -30,6 +33,7 @@ from hfbatch.provider_pool import ProviderLimits, ProviderPool
 from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
+from hfbatch.shards import resolve_shard
 from hfbatch.stats import RunStats
 from hfbatch.version import version
 from hfbatch.workers import RunControl, Workers
@@ -67,6 +71,7 @@ async def run_job(
         # A dry run promises no request: never let the flag through to a real run.
         raise UsageError("dry_run is set: hfbatch.dry_run(spec) makes a dry run; run_job sends requests")
     started = time.monotonic()
+    spec = resolve_shard(spec)  # K/N from --shard auto, and {shard} in paths (build_spec did it for the CLI)
     control = control or RunControl()
     stats = RunStats()
     in_spec = InputSpec(
@@ -130,7 +135,8 @@ async def _run_files(
     """The run itself, with the input open and the output's lock held."""
     settings = spec.manifest_settings()
     fingerprint = reader.fingerprint()
-    files.prepare(settings, fingerprint, restart=restart, force=force)
+    grew = functools.partial(input_growth, new=fingerprint, files=reader.files())  # a cron input that only grew
+    files.prepare(settings, fingerprint, restart=restart, force=force, input_grew=grew)
     done = IdSet()
     files.load_done(done)
     scale = env_time_scale()
@@ -165,7 +171,10 @@ async def _run_files(
         if code is ExitCode.OK and stats.rows_failed + stats.rows_bad:
             code = ExitCode.FAILED_ROWS
         report = _report(spec, stats, providers, started, code, message, pool.limits_now())
-        files.write_stats(report.stats)
+        # The file adds this run to the earlier ones; the report (and the table printed) is this run's.
+        changeable = {k: v for k, v in spec.public_settings().items() if k not in settings}
+        paths = files.paths
+        files.write_stats(record(paths.stats, paths.timeline, report.stats, run=run.run_id, settings=changeable))
         if model is not None:
             save_state(api.api_base, model, pool.learned())
         if on_event is not None:

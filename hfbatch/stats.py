@@ -80,10 +80,13 @@ class ProviderStats:
     __slots__ = (
         "billed_replies",
         "breaker_trips",
+        "cancelled",
         "completion_tokens",
         "cost_usd",
         "failovers_out",
         "failures",
+        "hedges",
+        "hedges_won",
         "latency",
         "priced",
         "prompt_tokens",
@@ -101,6 +104,9 @@ class ProviderStats:
         self.retries = 0
         self.failovers_out = 0
         self.breaker_trips = 0
+        self.hedges = 0  # second tries of slow requests in the run's tail (see hedging.py)
+        self.hedges_won = 0  # of them, those that answered first and gave the row its result
+        self.cancelled = 0  # requests abandoned when the other of a hedged pair answered first
         self.prompt_tokens = 0  # of billed replies (whole 2xx replies, failed ones too)
         self.completion_tokens = 0
         self.latency = LatencyHistogram()
@@ -119,6 +125,9 @@ class ProviderStats:
         self.retries += other.retries
         self.failovers_out += other.failovers_out
         self.breaker_trips += other.breaker_trips
+        self.hedges += other.hedges
+        self.hedges_won += other.hedges_won
+        self.cancelled += other.cancelled
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.latency.merge(other.latency)
@@ -143,6 +152,9 @@ class ProviderStats:
             "retries": self.retries,
             "failovers_out": self.failovers_out,
             "breaker_trips": self.breaker_trips,
+            "hedges": self.hedges,
+            "hedges_won": self.hedges_won,
+            "cancelled": self.cancelled,
             "latency_s": self.latency.summary(),
             "latency_histogram": self.latency.to_dict(),
             "prompt_tokens": self.prompt_tokens,
@@ -165,6 +177,7 @@ class RunStats:
         self.rows_skipped = 0  # already in the output from an earlier run
         self.rows_bad = 0  # bad input rows, sent to the errors file
         self.rows_seen = 0
+        self.rows_other_shards = 0  # with --shard: rows read that another shard takes
         self.rows_total: int | None = None  # the input's size when known up front, for ETA
         #: Seconds rows spent waiting for a provider with room (summed over rows).
         self.capacity_wait = 0.0
@@ -218,6 +231,7 @@ class RunStats:
                 "bad_input": self.rows_bad,
                 "skipped_already_done": self.rows_skipped,
                 "input_estimate": self.rows_total,
+                "other_shards": self.rows_other_shards,
             },
             "rows_per_second": round(processed / wall_time, 2) if wall_time > 0 else None,
             "capacity_wait_s": round(self.capacity_wait, 3),
@@ -311,8 +325,8 @@ _HEADERS = ("provider", "requests", "ok", *TABLE_FAILURES, "other", "failovers",
 def format_table(data: dict[str, Any]) -> str:
     """The end-of-run summary of a stats dict: one line per provider and one overall, a legend, rows and cost.
 
-    At most `TABLE_WIDTH` columns wide; the rarer failure classes add up in "other", and retries and
-    circuit-breaker trips, when there were some, get a line each.
+    At most `TABLE_WIDTH` columns wide; the rarer failure classes add up in "other", and retries,
+    circuit-breaker trips and hedges, when there were some, get a line each.
     """
     rows = [(name[:_PROVIDER_WIDTH], s) for name, s in data["providers"].items()]
     rows.append(("(all)", data["overall"]))
@@ -326,7 +340,12 @@ def format_table(data: dict[str, Any]) -> str:
         for row in grid
     ]
     lines.append(TABLE_LEGEND)
-    for key, label in (("retries", "retries on the same provider"), ("breaker_trips", "circuit-breaker trips")):
+    rare = (
+        ("retries", "retries on the same provider"),
+        ("breaker_trips", "circuit-breaker trips"),
+        ("hedges", "hedged (second tries of slow requests)"),
+    )
+    for key, label in rare:
         counts = [f"{name} {s[key]}" for name, s in data["providers"].items() if s.get(key)]
         if counts:
             lines += textwrap.wrap(f"{label}: " + ", ".join(counts), TABLE_WIDTH, subsequent_indent="  ")
@@ -336,6 +355,10 @@ def format_table(data: dict[str, Any]) -> str:
         f"{r['skipped_already_done']} already done; {data['wall_time_s']:.1f}s, "
         f"{data['rows_per_second'] or 0:.1f} rows/s"
     )
+    if reasons := data.get("finish_reasons"):
+        # A `length` count is the one to watch: those rows hit max_tokens and are cut short.
+        finish = "finish: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items())
+        lines += textwrap.wrap(finish, TABLE_WIDTH, subsequent_indent="  ")
     lines.append(_cost_line(data["overall"]))
     return "\n".join(lines)
 

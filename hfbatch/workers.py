@@ -21,6 +21,7 @@ from hfbatch.errors import (
     UsageError,
 )
 from hfbatch.failfast import FailFast, refused_everywhere
+from hfbatch.hedging import Hedger
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, Row
 from hfbatch.jobspec import JobSpec
@@ -29,8 +30,10 @@ from hfbatch.outputs import OutputFiles, error_record, result_record
 from hfbatch.outputs.records import check_writable
 from hfbatch.pricing import reply_cost
 from hfbatch.provider_pool import ProviderPool
+from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
+from hfbatch.shards import spec_shard
 from hfbatch.stats import RunStats
 from hfbatch.timeline import Timeline
 
@@ -88,6 +91,8 @@ class Workers:
         self.progress = progress or (lambda s: None)
         self.params = params
         self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
+        #: Second tries of slow requests once the input is drained (`--hedge`, on by default).
+        self.hedger = Hedger(pool, enabled=spec.hedge, time_scale=env_time_scale())
         #: Why the run stopped early because no provider was left, if it did.
         self.all_out: str | None = None
         #: Why the run stopped because a budget cap was reached, if it did.
@@ -95,6 +100,9 @@ class Workers:
         #: Watches the first rows for a systematic mistake (every one failing alike); not on a resume
         #: of an output that holds results: these settings have worked.
         self.fail_fast = FailFast(enabled=not done)
+        self.shard = spec_shard(spec)
+        #: This run's id in the timeline, once it started.
+        self.run_id: str | None = None
 
     async def execute(self, reader: InputReader, files: OutputFiles) -> tuple[ExitCode, str | None]:
         """Run every row; return the exit code and, when it stopped early, why."""
@@ -103,9 +111,11 @@ class Workers:
         stopped: tuple[ExitCode, str] | None = None
         try:
             async with asyncio.TaskGroup() as tg:
+                self.hedger.attach(tg)
                 counter = tg.create_task(self._count(reader))
                 flusher = tg.create_task(files.keep_flushed())
                 timeline = Timeline(files.paths.timeline, self.stats, self.pool.limits_now)
+                self.run_id = timeline.run
                 recorder = tg.create_task(timeline.keep_writing())
                 feeder = tg.create_task(self._feed(reader))
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
@@ -138,7 +148,8 @@ class Workers:
 
     async def _count(self, reader: InputReader) -> None:
         # File reads (Parquet footers, a JSONL's head) stay off the event loop; until then, no ETA.
-        self.stats.rows_total = await asyncio.to_thread(reader.estimate_rows)
+        total = await asyncio.to_thread(reader.estimate_rows)
+        self.stats.rows_total = total if total is None or self.shard is None else round(total / self.shard.n)
 
     async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         await self.control.draining.wait()
@@ -161,8 +172,12 @@ class Workers:
         claim = self.done.claim
         stats = self.stats
         n = 0
-        for n, item in enumerate(reader.rows(self.done or None), 1):
-            if isinstance(item, BadRow):
+        shard = self.shard
+        done = self.done if shard is None else shard.skip_others(self.done)
+        for n, item in enumerate(reader.rows(done or None), 1):
+            if shard is not None and type(item) is not Row and shard.elsewhere(item, self.done):
+                stats.rows_other_shards += 1
+            elif isinstance(item, BadRow):
                 self._bad(item.index, item.where, item.id, item.reason)
             else:
                 key = item.id
@@ -198,6 +213,8 @@ class Workers:
     async def _work(self) -> None:
         while (row := await self.queue.get()) is not None:
             await self._process(row)
+        # No row left for this worker: the run's tail, where slow requests get hedged.
+        self.hedger.begin_tail()
 
     async def _process(self, row: Row) -> None:
         try:
@@ -224,7 +241,14 @@ class Workers:
             deadline = None if self.spec.max_wait is None else time.monotonic() + self.spec.max_wait
             cost = self._token_estimate(messages, params) if self.spec.tpm else 0.0
             result = await self.sender.result(
-                model, messages, params, providers, sleep=self.pool.sleep, deadline=deadline, cost=cost
+                model,
+                messages,
+                params,
+                providers,
+                sleep=self.pool.sleep,
+                deadline=deadline,
+                cost=cost,
+                hedger=self.hedger,
             )
         except AuthenticationError:
             raise

@@ -879,3 +879,14 @@ def test_token_budget_from_headers_counts_tokens_sent_since() -> None:
     tokens.apply_hint(limit=None, remaining=1000, reset=60.0, sent_at=first)
     assert tokens.try_acquire(300)
     assert not tokens.try_acquire(400)
+
+
+def test_refusals_that_never_end_keep_the_backoff_at_its_cap() -> None:
+    """Thousands of 429s in a row (a provider that refuses everything) leave the pause at BACKOFF_MAX."""
+    clock = Clock()
+    pacer = RateLimit(clock=clock)
+    for _ in range(3000):
+        clock.now += 0.01
+        pacer.on_rate_limited(retry_after=0.01, sent_at=clock.now)
+        pacer.on_rate_limited(sent_at=clock.now)
+    assert pacer.paused_until - clock.now <= 2.0

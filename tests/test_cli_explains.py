@@ -133,7 +133,7 @@ def _without_default(command: click.Command) -> list[str]:
     for param in command.params:
         if not isinstance(param, click.Option) or (param.is_flag and not param.secondary_opts):
             continue
-        shown = param.show_default and param.default is not None
+        shown = (param.show_default and param.default is not None) or param.required  # click says [required]
         text = (param.help or "").lower()
         if not (shown or "default" in text or "required" in text):
             missing.append(param.opts[0])

@@ -290,3 +290,15 @@ async def test_ids_whose_hashes_collide_are_reported_and_a_rerun_settles_them(
     monkeypatch.setattr(idset_module, "_DEFAULT_HASHER", other_secret)
     assert (await run_job(spec)).exit_code is ExitCode.OK
     assert sorted(json.loads(line)["id"] for line in spec.output.read_text().splitlines()) == ["ab", "ba", "cd"]
+
+
+def test_a_claimed_id_stays_claimed_and_present_across_bucket_splits() -> None:
+    """Claims made before the set grows are kept: the id is neither lost nor added a second time."""
+    ours = IdSet()
+    first = [f"id{i}" for i in range(20)]
+    ours.update_strings(first)
+    assert all(ours.claim(k) for k in first)
+    ours.update_strings([f"more{i}" for i in range(5000)] + first)  # many splits, and the claimed ids again
+    assert not any(ours.claim(k) for k in first)
+    assert not any(ours.add(k) for k in first)
+    assert len(ours) == 5020

@@ -268,7 +268,8 @@ class RateLimit:
             self._arm()
 
     def _backoff(self) -> float:
-        return self.time_scale * min(BACKOFF_MAX, BACKOFF_START * 2.0 ** max(0, self._rounds - 1))
+        # The exponent is capped: refusals may go on for thousands of rounds (2.0 ** 1024 overflows).
+        return self.time_scale * min(BACKOFF_MAX, BACKOFF_START * 2.0 ** min(max(0, self._rounds - 1), 32))
 
     # --- learning -------------------------------------------------------------------------------
 
