@@ -4,6 +4,10 @@ The order is all a route changes: spill-over still sends a row to the first prov
 in it with room, and fail-over walks it. Providers the route cannot rank (no price,
 no published throughput) go after those it can, in their original order, so a route
 never drops a provider.
+
+`cheapest` prices a row at the mean prompt and completion tokens of the replies seen so
+far (the runner re-ranks as they come); before any, at a nominal row. `fastest` ranks by
+the router's published throughput, then its first-token latency.
 """
 
 from __future__ import annotations
@@ -30,23 +34,29 @@ def order_providers(
     prices: Mapping[str, Price | None],
     catalog: Mapping[str, ProviderInfo],
     max_tokens: int | None = None,
+    seen: tuple[float, float] | None = None,
 ) -> list[str]:
-    """`providers` in the order `route` puts them (stable: ties and unranked keep their order)."""
+    """`providers` in the order `route` puts them (stable: ties and unranked keep their order).
+
+    `seen` is the mean (prompt, completion) tokens of the replies so far, for `cheapest`.
+    """
     if route == "order":
         return list(providers)
     if route == "cheapest":
-        completion = max_tokens or NOMINAL_COMPLETION_TOKENS
+        prompt, completion = seen or (NOMINAL_PROMPT_TOKENS, max_tokens or NOMINAL_COMPLETION_TOKENS)
 
-        def key(name: str) -> float | None:
+        def key(name: str) -> tuple[float, float] | None:
             price = prices.get(name)
-            return None if price is None else price.cost(NOMINAL_PROMPT_TOKENS, completion)
+            return None if price is None else (price.input * prompt + price.output * completion, 0.0)
 
     elif route == "fastest":
 
-        def key(name: str) -> float | None:
+        def key(name: str) -> tuple[float, float] | None:
             info = catalog.get(name)
-            throughput = None if info is None else info.throughput
-            return None if throughput is None else -throughput
+            if info is None or info.throughput is None:
+                return None
+            latency = info.first_token_latency_ms
+            return -info.throughput, latency if latency is not None else float("inf")
 
     else:
         raise ValueError(f"unknown route {route!r} (choose from {', '.join(ROUTES)})")

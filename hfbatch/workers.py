@@ -31,6 +31,7 @@ from hfbatch.outputs.records import check_writable
 from hfbatch.pricing import reply_cost
 from hfbatch.provider_pool import ProviderPool
 from hfbatch.retry import env_time_scale
+from hfbatch.route_order import order_providers
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
 from hfbatch.shards import spec_shard
@@ -59,6 +60,9 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "a value is nested too deeply to be written as JSON"
     return str(exc) or type(exc).__name__
+
+
+REROUTE_ROWS = 100  # `--route cheapest` ranks the providers again after this many rows
 
 
 class Workers:
@@ -281,4 +285,13 @@ class Workers:
             self.stats.finish_reasons[str(result.finish_reason)] += 1
             self.stats.model(model).add_done(result.attempts, result.prompt_tokens, result.completion_tokens)
             self.fail_fast.row_ok()
+            if self.spec.route == "cheapest" and self.stats.rows_done % REROUTE_ROWS == 0:
+                self._reroute()
         self.progress(self.stats)
+
+    def _reroute(self) -> None:
+        """`--route cheapest`: rank the providers again at the mean tokens of the replies so far."""
+        overall = self.stats.overall()
+        if overall.billed_replies:
+            seen = (overall.prompt_tokens / overall.billed_replies, overall.completion_tokens / overall.billed_replies)
+            self.providers = order_providers(self.providers, "cheapest", prices=self.pool.prices, catalog={}, seen=seen)

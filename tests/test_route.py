@@ -40,13 +40,32 @@ CATALOG = {"a": ProviderInfo("a", throughput=50.0), "b": ProviderInfo("b"), "d":
         # A short completion makes b's cheap prompt count most.
         ("cheapest", 10, ["b", "d", "a", "c"]),
         ("fastest", None, ["d", "a", "b", "c"]),
+        # Replies so far had long prompts and short completions: b's cheap input wins.
+        ("cheapest-seen", None, ["b", "d", "a", "c"]),
     ],
 )
 def test_routes_order_providers_and_keep_the_unranked_last(
     route: str, max_tokens: int | None, expected: list[str]
 ) -> None:
     """Ranked providers first by the route's measure; those it cannot rank follow in their own order."""
-    assert order_providers(list(PRICES), route, prices=PRICES, catalog=CATALOG, max_tokens=max_tokens) == expected
+    seen = (2000.0, 20.0) if route == "cheapest-seen" else None
+    route = route.removesuffix("-seen")
+    assert (
+        order_providers(list(PRICES), route, prices=PRICES, catalog=CATALOG, max_tokens=max_tokens, seen=seen)
+        == expected
+    )
+
+
+def test_fastest_breaks_a_throughput_tie_by_first_token_latency() -> None:
+    """Two providers with the same published throughput: the one that starts answering sooner goes first."""
+    catalog = {
+        "slow-start": ProviderInfo("slow-start", throughput=80.0, first_token_latency_ms=900.0),
+        "quick-start": ProviderInfo("quick-start", throughput=80.0, first_token_latency_ms=150.0),
+    }
+    assert order_providers(["slow-start", "quick-start"], "fastest", prices={}, catalog=catalog) == [
+        "quick-start",
+        "slow-start",
+    ]
 
 
 def write_rows(path: Path, n: int) -> Path:
@@ -130,3 +149,22 @@ def test_a_providers_table_rejects_a_bad_limit(tmp_path: Path) -> None:
     )
     with pytest.raises(JobSpecError, match=r"key 'providers.a.concurrency': must be at least 1"):
         load_job_file(path)
+
+
+# At a nominal row (500 prompt tokens) "dear-out" is cheaper; at the short prompts sent, "even" is.
+RERANKED = one_model(
+    SimProvider("dear-out", price_in=0.1, price_out=10.0),
+    SimProvider("even", price_in=1.0, price_out=1.0),
+)
+
+
+@pytest.mark.parametrize("sim_config", [RERANKED], indirect=True)
+async def test_cheapest_ranks_again_at_the_tokens_seen(sim: SimServer, tmp_path: Path) -> None:
+    """The first rows go to the provider cheapest for a nominal row; once replies show short prompts, the other."""
+    spec = spec_for(sim, tmp_path, route="cheapest")
+    spec.input.write_text("".join(json.dumps({"id": i, "prompt": f"q{i}"}) + "\n" for i in range(400)))
+    report = await run_job(spec)
+    assert report.exit_code is ExitCode.OK
+    counts = sim.counts()
+    assert counts["dear-out"]["requests"] >= 100
+    assert counts["even"]["requests"] >= 200
