@@ -200,6 +200,11 @@ async def call_with_failover(
                 if hedged:
                     result.attempts = attempts + 1  # the hedge counted and answered for the pool
                     return result
+        except _Rescued as rescued:
+            rescued.error.attempts = attempts
+            scheduler.on_failure(lease, rescued.error, time.monotonic() - started)
+            rescued.result.attempts = attempts + 1
+            return rescued.result
         except APIError as exc:
             error = exc
             error.attempts = attempts
@@ -236,10 +241,22 @@ async def call_with_failover(
         await sleep(decision.delay)
 
 
+class _Rescued(Exception):
+    """The first request failed, and its hedge answered for the row."""
+
+    def __init__(self, error: APIError, result: ChatResult) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.result = result
+
+
 async def _hedged(
     send: Send, provider: str, lease: Any, live: Sequence[str], hedger: Hedger
 ) -> tuple[ChatResult, bool]:
-    """`send(provider)`, tracked by `hedger`; the reply, and whether it is a hedge's (the first was cancelled)."""
+    """`send(provider)`, tracked by `hedger`; the reply, and whether it is a hedge's (the first was cancelled).
+
+    Raises `_Rescued` when the first request failed and its hedge, in flight then, answered.
+    """
     with hedger.track(lease, live, send) as flight:
         try:
             return await send(provider), False
@@ -248,6 +265,11 @@ async def _hedged(
             if won is None:
                 raise
             return won, True
+        except APIError as exc:
+            rescued = await hedger.rescue(flight)
+            if rescued is None:
+                raise
+            raise _Rescued(exc, rescued) from None
 
 
 async def _acquire_by(

@@ -5,7 +5,8 @@ run's end. From then on, a request in flight longer than `HEDGE_FACTOR` times it
 provider's p99 latency gets a hedge: the same request on another provider with room
 now (the same provider if none has), if any has room. The first success wins; the
 other request is cancelled. A hedge that fails is dropped and the first request goes
-on, so hedging never fails a row nor changes its retries.
+on; if the first fails while its hedge is in flight, the row waits for the hedge. Hedging
+never fails a row.
 
 Hedging costs nothing per request before the tail: the first request is awaited by
 its own worker, as always, and only registered here (`track`). A winning hedge
@@ -34,20 +35,22 @@ __all__ = ["HEDGE_FACTOR", "HEDGE_MIN_SAMPLES", "HedgedRequest", "Hedger", "hedg
 
 HEDGE_FACTOR = 3.0  # a request this many p99 latencies old is hedged (in the tail)
 HEDGE_MIN_SAMPLES = 20  # successes a provider needs before its p99 says what is slow
-HEDGE_MIN_DELAY = 1.0  # seconds (times HFBATCH_TIME_SCALE): never hedge sooner
+# Never sooner, in real seconds (HFBATCH_TIME_SCALE scales our own delays, not a server's latency):
+# a request that young is not a straggler, and a hedge sent in its last milliseconds is paid for nothing.
+HEDGE_MIN_DELAY = 1.0
 
 
-def hedge_delay(p99: float | None, samples: int, time_scale: float = 1.0) -> float | None:
+def hedge_delay(p99: float | None, samples: int) -> float | None:
     """Seconds after its send at which a request is hedged; None while too few replies say what is slow."""
     if p99 is None or samples < HEDGE_MIN_SAMPLES:
         return None
-    return max(HEDGE_MIN_DELAY * time_scale, HEDGE_FACTOR * p99)
+    return max(HEDGE_MIN_DELAY, HEDGE_FACTOR * p99)
 
 
 class HedgedRequest:
     """One request in flight, as the hedger sees it: its worker, its providers, its send, and a hedge's reply."""
 
-    __slots__ = ("candidates", "hedge", "lease", "pool", "send", "sent_at", "task", "timer", "won")
+    __slots__ = ("candidates", "failed", "hedge", "lease", "pool", "send", "sent_at", "task", "timer", "won")
 
     def __init__(
         self,
@@ -66,10 +69,12 @@ class HedgedRequest:
         self.timer: asyncio.TimerHandle | None = None
         self.hedge: asyncio.Task[None] | None = None
         self.won: ChatResult | None = None
+        #: The first request failed while the hedge was in flight: the row waits for the hedge.
+        self.failed = False
 
     def result(self) -> ChatResult | None:
         """Called on a CancelledError around the first request: the hedge's reply if the cancel was the hedge's."""
-        if self.won is None or self.task is None:
+        if self.won is None or self.task is None or self.failed:
             return None
         # Another cancel (a stop) on top of ours still stands: the caller re-raises.
         if self.task.uncancel() > 0:
@@ -86,12 +91,10 @@ class Hedger:
         pool: ProviderPool,
         *,
         enabled: bool = True,
-        time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.enabled = enabled
-        self._scale = time_scale
         self._clock = clock
         self._flights: set[HedgedRequest] = set()
         self._tail = False
@@ -138,7 +141,7 @@ class Hedger:
     def _arm(self, flight: HedgedRequest) -> None:
         provider = flight.lease.provider
         p99, samples = self.pool.latency_p99(provider)
-        delay = hedge_delay(p99, samples, self._scale)
+        delay = hedge_delay(p99, samples)
         if delay is None or flight.timer is not None:
             return
         loop = asyncio.get_running_loop()
@@ -175,4 +178,14 @@ class Hedger:
         if flight in self._flights and flight.task is not None:
             self.pool.on_hedge_won(provider)
             flight.won = result
-            flight.task.cancel()
+            if not flight.failed:
+                flight.task.cancel()  # the first request is still in flight: it loses
+
+    async def rescue(self, flight: HedgedRequest | None) -> ChatResult | None:
+        """The first request failed: the reply of its hedge, if one is in flight and answers; else None."""
+        if flight is None or flight.hedge is None:
+            return None
+        flight.failed = True
+        if not flight.hedge.done():
+            await asyncio.wait({flight.hedge})  # a stop cancels us here, and `track` the hedge
+        return flight.won

@@ -30,7 +30,6 @@ from hfbatch.outputs import OutputFiles, error_record, result_record
 from hfbatch.outputs.records import check_writable
 from hfbatch.pricing import reply_cost
 from hfbatch.provider_pool import ProviderPool
-from hfbatch.retry import env_time_scale
 from hfbatch.route_order import order_providers
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
@@ -96,7 +95,7 @@ class Workers:
         self.params = params
         self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
         #: Second tries of slow requests once the input is drained (`--hedge`, on by default).
-        self.hedger = Hedger(pool, enabled=spec.hedge, time_scale=env_time_scale())
+        self.hedger = Hedger(pool, enabled=spec.hedge)
         #: Why the run stopped early because no provider was left, if it did.
         self.all_out: str | None = None
         #: Why the run stopped because a budget cap was reached, if it did.

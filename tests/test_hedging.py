@@ -28,18 +28,18 @@ SHORT_TAIL = one_model(
 
 
 @pytest.mark.parametrize(
-    ("p99", "samples", "scale", "expected"),
+    ("p99", "samples", "expected"),
     [
-        (None, 100, 1.0, None),  # no reply yet: nothing says what is slow
-        (0.5, HEDGE_MIN_SAMPLES - 1, 1.0, None),  # too few replies
-        (0.5, HEDGE_MIN_SAMPLES, 1.0, 1.5),  # three p99s
-        (0.1, 100, 1.0, 1.0),  # never sooner than a second
-        (0.0001, 100, 0.001, 0.001),  # ... scaled down in tests
+        (None, 100, None),  # no reply yet: nothing says what is slow
+        (0.5, HEDGE_MIN_SAMPLES - 1, None),  # too few replies
+        (0.5, HEDGE_MIN_SAMPLES, 1.5),  # three p99s
+        (0.1, 100, 1.0),  # never sooner than a second
+        (0.0001, 100, 1.0),  # ... of real time, whatever HFBATCH_TIME_SCALE says
     ],
 )
-def test_hedge_delay(p99: float | None, samples: int, scale: float, expected: float | None) -> None:
+def test_hedge_delay(p99: float | None, samples: int, expected: float | None) -> None:
     """A request is hedged after three p99 latencies of its provider, once 20 replies have set the p99."""
-    assert hedge_delay(p99, samples, scale) == (None if expected is None else pytest.approx(expected))
+    assert hedge_delay(p99, samples) == (None if expected is None else pytest.approx(expected))
 
 
 def spec_for(sim: SimServer, tmp_path: Path, **kw: object) -> JobSpec:
@@ -52,10 +52,7 @@ def spec_for(sim: SimServer, tmp_path: Path, **kw: object) -> JobSpec:
         model=MODEL,
         api_base=sim.api_base,
         hub_url=sim.hub_url,
-        concurrency=8,
-        max_tokens=16,
-        timeout=60.0,
-        **kw,  # type: ignore[arg-type]
+        **{"concurrency": 8, "max_tokens": 16, "timeout": 60.0, **kw},  # type: ignore[arg-type]
     )
 
 
@@ -92,3 +89,26 @@ async def test_no_hedge_waits_for_the_slow_requests(sim: SimServer, tmp_path: Pa
     providers = json.loads(spec.stats_path.read_text())["providers"]
     assert all(p["hedges"] == 0 and p["cancelled"] == 0 for p in providers.values())
     assert sum(c["requests"] for c in sim.counts().values()) == 200
+
+
+# "first" holds two requests in a hundred for 30 s; "second" answers every request in 1.5 s.
+LATE_HEDGE = one_model(
+    SimProvider("first", faults=(Fault("slow", rate=0.02, delay=30.0),)),
+    SimProvider("second", latency=1.5),
+    seed=11,
+)
+
+
+@pytest.mark.parametrize("sim_config", [LATE_HEDGE], indirect=True)
+async def test_a_first_request_that_times_out_waits_for_its_hedge(sim: SimServer, tmp_path: Path) -> None:
+    """The stuck request times out at 2 s while its hedge (sent at 1 s, 1.5 s long) is in flight: the hedge's
+    reply is the row's, and the row is not sent a third time."""
+    spec = spec_for(sim, tmp_path, timeout=2.0)
+    report = await run_job(spec)
+    assert report.exit_code is ExitCode.OK
+    stats = json.loads(spec.stats_path.read_text())["providers"]
+    assert stats["first"]["failures"]["timeout"] >= 1
+    assert stats["second"]["hedges_won"] == stats["first"]["failures"]["timeout"], (stats, sim.counts())
+    counts = sim.counts()
+    assert counts["first"]["requests"] == 200  # each row once: none of the stuck rows was sent again
+    assert counts["second"]["requests"] == stats["second"]["hedges"]
