@@ -21,7 +21,9 @@ from hfbatch import defaults
 T = TypeVar("T")
 
 # The codes, as errors.ExitCode defines them; read here without importing the library, so --help stays fast.
-EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 6, 130
+EXIT_FAILED, EXIT_ERROR, EXIT_PUSH_FAILED, EXIT_INTERRUPTED = 1, 6, 7, 130
+# huggingface_hub's own progress bars would tear ours (it reads this when it is first imported).
+_HF_BARS_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"
 
 
 def _fail(message: str, code: int) -> None:
@@ -253,7 +255,8 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
     Exit codes: 0 all rows done; 1 done, some rows failed (see <output>.errors.jsonl);
     2 bad usage, job file or input, nothing sent (or the first rows all failed the same
     way); 3 token missing or refused; 4 another run holds the output; 6 stopped by a failure
-    outside the rows (the endpoint, the Hub, the disk): results so far are kept; 130
+    outside the rows (the endpoint, the Hub, the disk): results so far are kept; 7 the run
+    completed but --push-to-hub failed (the output is intact; rerun to push); 130
     interrupted (rerun the same command to resume). --dry-run exits 0 when the job is sound.
     """
     from hfbatch.dryrun import DryRunReport, dry_run, format_dry_run
@@ -289,12 +292,16 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        os.environ.setdefault(_HF_BARS_ENV, "1")
         progress = Progress()
         try:
             report = await run_job(spec, restart=restart, force=force, control=control, progress=progress)
         finally:
             progress.close()
         click.echo(format_table(report.stats), err=True)
+        pushed = report.stats.get("push") or {}
+        if pushed.get("commit") and report.exit_code != EXIT_PUSH_FAILED:
+            click.echo(f"hfbatch: pushed {pushed['rows']} rows to {pushed['repo']} ({pushed['url']})", err=True)
         if report.message:
             click.echo(f"hfbatch: {report.message}", err=True)
         return report
@@ -357,6 +364,54 @@ def status(output: str, as_json: bool) -> None:
             f"{(p.get('failures') or {}).get('429', 0)} rate-limited, limit {limit.get('limit', '-')}"
         )
     sys.exit(int(st.exit_code))
+
+
+@cli.command()
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("repo")
+@click.option("--private", is_flag=True, help="Create the dataset repo private (when it does not exist yet).")
+@click.option("--hub-path", default=None, help="The output's path in the repo (default data/<output name>).")
+@click.option(
+    "--stats", "stats_path", type=click.Path(dir_okay=False), default=None, help="The run's --stats, if moved."
+)
+@click.option("--hub-url", default=None, help="The Hub to push to (default HF_ENDPOINT, else https://huggingface.co).")
+@click.option("--api-key-env", default=None, help="Environment variable holding the token (default HF_TOKEN, ...).")
+def push(
+    output: str,
+    repo: str,
+    private: bool,
+    hub_path: str | None,
+    stats_path: str | None,
+    hub_url: str | None,
+    api_key_env: str | None,
+) -> None:
+    """Push OUTPUT, its stats and a dataset card to the Hub dataset repo REPO (ORG/NAME), running nothing.
+
+    \b
+    The repo is created if needed; one commit holds the three files. Exit codes: 0 pushed;
+    2 bad usage, or huggingface_hub missing (pip install 'hfbatch[hub]'); 3 no token;
+    4 a run is writing OUTPUT; 7 the Hub refused or failed (OUTPUT is untouched).
+    """
+    from hfbatch.credentials import check_url
+    from hfbatch.hubfiles import HubAccess
+    from hfbatch.hubspec import check_hub_path, check_repo_id
+    from hfbatch.push import PushResult, PushTarget, push_existing
+
+    os.environ.setdefault(_HF_BARS_ENV, "1")
+
+    async def go() -> PushResult:
+        check_repo_id(repo, "REPO")
+        if hub_path is not None:
+            check_hub_path(hub_path, "--hub-path")
+        access = HubAccess.of(check_url(hub_url, "--hub-url") if hub_url else None, api_key_env)
+        target = PushTarget(repo, access, private=private, path_in_repo=hub_path)
+        stats = Path(stats_path) if stats_path else None
+        return await asyncio.to_thread(push_existing, Path(output), target, stats_path=stats)
+
+    result = _run_async(go)
+    kept = "" if result.card else "; the repo's own README.md was kept"
+    click.echo(f"pushed {result.rows} rows of {output} to {result.repo_id}: {', '.join(result.files)}{kept}")
+    click.echo(result.url)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from hfbatch.outputs import open_output
 from hfbatch.outputs.records import check_writable
 from hfbatch.preflight import RunPlan, open_client, plan_run
 from hfbatch.pricing import Price
+from hfbatch.push import PushTarget, check_push
 from hfbatch.retry import env_time_scale
 
 __all__ = ["DryRunReport", "ProviderEstimate", "Sample", "dry_run", "format_dry_run"]
@@ -122,14 +123,7 @@ class _Tally:
 
 
 def _input_spec(spec: JobSpec) -> InputSpec:
-    return InputSpec(
-        path=spec.input,
-        id_column=spec.id_column,
-        prompt_column=spec.prompt_column,
-        template=spec.template,
-        keep_columns=spec.keep_columns,
-        system=spec.system,
-    )
+    return InputSpec.from_job(spec)
 
 
 def _items(reader: InputReader, done: IdSet) -> Iterator[Row | BadRow | DoneRow]:
@@ -217,6 +211,9 @@ def _estimate(name: str, plan: RunPlan, tally: _Tally, tokens: int, concurrency:
 
 async def dry_run(spec: JobSpec, *, restart: bool = False, force: bool = False) -> DryRunReport:
     """Check the job and estimate what it would send and spend; raise as a run would (UsageError: exit 2)."""
+    push_to = PushTarget.from_job(spec)
+    if push_to is not None:
+        check_push(push_to)
     reader = open_input(_input_spec(spec))
     files = open_output(spec.output, errors=spec.errors, stats=spec.stats)
     files.check_distinct([reader.path, *reader.files()])

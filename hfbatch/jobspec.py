@@ -20,11 +20,20 @@ from typing import TYPE_CHECKING, Any
 from hfbatch import defaults
 from hfbatch.credentials import check_url, looks_like_token
 from hfbatch.errors import JobSpecError
+from hfbatch.hubspec import check_hub_settings
 
 if TYPE_CHECKING:
     from hfbatch.outputs.files import OutputFiles
 
-__all__ = ["FIELDS", "JobField", "JobSpec", "ProviderSettings", "build_spec", "load_job_file", "setting"]
+__all__ = [
+    "FIELDS",
+    "JobField",
+    "JobSpec",
+    "ProviderSettings",
+    "build_spec",
+    "load_job_file",
+    "setting",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +85,14 @@ class JobSpec:
     Each field made with `setting(...)` is a job-file key and a flag of the same name.
     """
 
-    input: Path = setting("path", "Input file: .jsonl, .jsonl.gz, .parquet or a folder of .parquet parts.")
+    input: Path = setting(
+        "path",
+        "Input: a .jsonl, .jsonl.gz or .parquet file, a folder of .parquet parts, or a Hub dataset "
+        "hf://datasets/ORG/NAME[@REVISION][/path or glob] (needs hfbatch[hub]).",
+    )
     output: Path = setting("path", "Output file: .jsonl or .parquet (by extension).")
+    split: str | None = setting("str", "Split of an hf:// input that has several (train, test, ...).", None)
+    subset: str | None = setting("str", "Subset (config) of an hf:// input that has several.", None)
     model: str | None = setting(
         "str",
         "Model id or alias, e.g. meta-llama/Llama-3.3-70B-Instruct (default: each OpenAI batch line's body.model).",
@@ -88,7 +103,9 @@ class JobSpec:
         "list", "Providers to try, in order (comma-separated). Default: the Hub's live ones.", ()
     )
     api_base: str = setting("url", "OpenAI-compatible base URL.", defaults.DEFAULT_API_BASE, in_manifest=True)
-    hub_url: str | None = setting("url", "Hub URL for provider mappings (env HF_ENDPOINT).", None)
+    hub_url: str | None = setting(
+        "url", "Hub URL for provider mappings, hf:// inputs and pushes (env HF_ENDPOINT).", None
+    )
     api_key_env: str | None = setting(
         "str",
         "Environment variable holding the token; only it is read. Default: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, "
@@ -196,6 +213,19 @@ class JobSpec:
     )
     errors: Path | None = setting("path", "Where failed rows go (default: <output>.errors.jsonl).", None)
     stats: Path | None = setting("path", "Where stats go (default: <output>.stats.json).", None)
+    push_to_hub: str | None = setting(
+        "str",
+        "Dataset repo ORG/NAME to push the output, its stats and a dataset card to when the run completes, "
+        "creating it if needed (needs hfbatch[hub]).",
+        None,
+    )
+    private: bool = setting("bool", "With --push-to-hub: create the dataset repo private.", False)
+    hub_path: str | None = setting(
+        "str", "With --push-to-hub: the output's path in the repo (default data/<output name>).", None
+    )
+    push_every: float | None = setting(
+        "float", "With --push-to-hub: also push the results so far every this many minutes.", None, minimum=1
+    )
     output_format: str | None = setting(
         "str",
         "Output format: jsonl, parquet, or openai (OpenAI Batch API output lines, .jsonl). Default: by extension.",
@@ -325,7 +355,8 @@ def _coerce(source: str, f: JobField, value: Any, base: Path | None) -> Any:
             return value if value == "json" or path.is_absolute() or base is None else str(base / path)
         if f.kind == "path":
             path = Path(value).expanduser()
-            return path if path.is_absolute() or base is None else base / path
+            # A Hub dataset (hf://...) is not relative to the job file's folder.
+            return path if path.is_absolute() or base is None or value.startswith("hf://") else base / path
         return value
     if f.kind == "bool":
         if not isinstance(value, bool):
@@ -417,6 +448,7 @@ def _provider_tables(
 def _check_spec(spec: JobSpec) -> None:
     """Checks across settings, once they are merged."""
     source = spec.source
+    check_hub_settings(spec)
     if (spec.price_in is None) != (spec.price_out is None):
         raise JobSpecError(f"{source}: keys 'price_in' and 'price_out' are set together (a cost needs both)")
     if spec.bill_to is not None and not _ORG_NAME.fullmatch(spec.bill_to):

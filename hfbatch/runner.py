@@ -18,7 +18,7 @@ from typing import Any
 from hfbatch.errors import APIError, AuthenticationError, ExitCode, JobSpecError, RunError, UsageError
 from hfbatch.failfast import FailFast, refused_everywhere
 from hfbatch.idset import IdSet
-from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
+from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, input_name, open_input
 from hfbatch.jobspec import JobSpec
 from hfbatch.learned_state import load_state, save_state
 from hfbatch.messages import calculate_length
@@ -27,6 +27,8 @@ from hfbatch.outputs.records import check_writable
 from hfbatch.preflight import open_client, plan_run
 from hfbatch.pricing import reply_cost
 from hfbatch.provider_pool import ProviderLimits, ProviderPool
+from hfbatch.push import PushTarget, check_push
+from hfbatch.push_run import RunPusher
 from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
@@ -85,23 +87,20 @@ async def run_job(
     started = time.monotonic()
     control = control or RunControl()
     stats = RunStats()
-    in_spec = InputSpec(
-        path=spec.input,
-        id_column=spec.id_column,
-        prompt_column=spec.prompt_column,
-        template=spec.template,
-        keep_columns=spec.keep_columns,
-        system=spec.system,
-    )
     params = spec.request_params()  # a bad response_format file is a usage error before anything is opened
-    reader = open_input(in_spec)
+    push_to = PushTarget.from_job(spec)
+    if push_to is not None:
+        check_push(push_to)  # huggingface_hub installed and a token at hand, before anything is sent
+    reader = open_input(InputSpec.from_job(spec))
     if spec.model is None:
         _check_rows_name_a_model(reader, spec)
     files = open_output(spec.output, errors=spec.errors, stats=spec.stats, format=spec.output_format)
     files.check_distinct([reader.path, *reader.files()])
     try:
         with reader, files:
-            return await _run_files(spec, params, reader, files, restart, force, control, progress, stats, started)
+            return await _run_files(
+                spec, params, reader, files, restart, force, control, progress, stats, started, push_to
+            )
     except OSError as exc:
         # The disk filled up or went away: what was flushed before is safe, and a rerun resumes.
         where = exc.filename or spec.output
@@ -139,6 +138,7 @@ async def _run_files(
     progress: Callable[[RunStats], None] | None,
     stats: RunStats,
     started: float,
+    push_to: PushTarget | None = None,
 ) -> RunReport:
     """The run itself, with the input open and the output's lock held."""
     settings = spec.manifest_settings()
@@ -167,7 +167,14 @@ async def _run_files(
                     "supports_structured_output: false); drop --response-format or pick --providers; nothing was sent"
                 )
         files.start(settings, fingerprint)
-        run = _Run(spec, params, model, providers, pool, stats, done, control, progress, routes, sender)
+
+        def now() -> dict[str, Any]:
+            return _report(spec, stats, providers, started, ExitCode.OK, None).stats
+
+        pusher = None
+        if push_to is not None:
+            pusher = RunPusher(push_to, spec.output, every_minutes=spec.push_every, stats_now=now, scale=scale)
+        run = _Run(spec, params, model, providers, pool, stats, done, control, progress, routes, sender, pusher)
         try:
             code, message = await run.execute(reader, files)
         finally:
@@ -176,6 +183,8 @@ async def _run_files(
             code = ExitCode.FAILED_ROWS
         report = _report(spec, stats, providers, started, code, message, pool.limits_now())
         files.write_stats(report.stats)
+        if pusher:
+            await pusher.finish(report, files.write_stats)
         if model is not None:
             save_state(api.api_base, model, pool.learned())
         return report
@@ -217,7 +226,7 @@ def _report(
     extra = {
         "model": spec.model,
         "provider_order": providers,
-        "input": str(spec.input),
+        "input": input_name(spec.input),
         "output": str(spec.output),
         "exit_code": int(code),
         "stopped_because": message,
@@ -244,8 +253,10 @@ class _Run:
         progress: Callable[[RunStats], None] | None,
         routes: Routes,
         sender: RowSender,
+        pusher: RunPusher | None = None,
     ) -> None:
         self.spec = spec
+        self.pusher = pusher
         self.api = sender.api
         self.routes = routes
         self.sender = sender
@@ -278,9 +289,10 @@ class _Run:
                 feeder = tg.create_task(self._feed(reader))
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
                 watcher = tg.create_task(self._watch_stop(feeder, workers))
+                pushing = [tg.create_task(self.pusher.keep_pushing())] if self.pusher else []
                 await asyncio.gather(*workers, return_exceptions=True)
                 # Workers are done: the last results reach the OS in files.close().
-                for t in (counter, flusher, watcher, feeder, recorder):
+                for t in (counter, flusher, watcher, feeder, recorder, *pushing):
                     t.cancel()
             timeline.write()  # the run's last counters
         except* AuthenticationError as group:
