@@ -106,12 +106,13 @@ def count_lines(path: Path) -> int:
 
 
 def hfbatch_run_command(
-    inp: Path, out: Path, *, api_base: str, provider: str, concurrency: int, extra: Sequence[str] = ()
+    inp: Path, out: Path, *, api_base: str, provider: str | None, concurrency: int, extra: Sequence[str] = ()
 ) -> list[str]:
-    """`hfbatch run` over `inp` against one OpenAI-compatible provider, as a user types it."""
+    """`hfbatch run` over `inp` against one OpenAI-compatible server (a plain one is its own provider), as typed."""
+    pick = ["--providers", provider] if provider else []
     return [
         sys.executable, "-m", "hfbatch", "run", "--input", str(inp), "--output", str(out),
-        "--model", "bench/model", "--providers", provider, "--api-base", api_base,
+        "--model", "bench/model", *pick, "--api-base", api_base,
         "--concurrency", str(concurrency), *extra,
     ]  # fmt: skip
 

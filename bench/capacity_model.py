@@ -18,7 +18,8 @@ import statistics
 import sys
 from typing import Any
 
-from hfbatch.capacity.model import SCENARIOS, ModelResult, Scenario, run_scenario
+from hfbatch.capacity.model import ModelResult
+from hfbatch.capacity.scenarios import SCENARIOS, Scenario, run_scenario
 
 
 def measure(name: str, scenario: Scenario, seeds: int) -> dict[str, Any]:

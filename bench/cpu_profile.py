@@ -36,7 +36,7 @@ def main() -> None:
         make_jsonl(inp, args.rows)
         with BenchServer(latency_ms=args.latency_ms) as server:
             cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "hfbatch", "run"]
-            cmd += ["--input", str(inp), "--output", str(out), "--model", "bench/model", "--providers", "local"]
+            cmd += ["--input", str(inp), "--output", str(out), "--model", "bench/model"]
             cmd += ["--api-base", server.api_base, "--concurrency", str(args.concurrency), "--max-tokens", "16"]
             usage = run_measured(cmd, env=hfbatch_env())
         if usage.exit_code != 0:

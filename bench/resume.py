@@ -42,7 +42,7 @@ PLAIN_READ = (
 
 def hfbatch_command(inp: Path, out: Path, port: int) -> list[str]:
     """The one `hfbatch run` command, for the first run and every rerun alike."""
-    return hfbatch_run_command(inp, out, api_base=f"http://127.0.0.1:{port}/v1", provider="local",
+    return hfbatch_run_command(inp, out, api_base=f"http://127.0.0.1:{port}/v1", provider=None,
                                concurrency=CONCURRENCY, extra=["--max-tokens", "16"])  # fmt: skip
 
 

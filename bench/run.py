@@ -74,7 +74,7 @@ class Scenario:
 def client_command(name: str, scenario: Scenario, inp: Path, out: Path, api_base: str) -> list[str]:
     """The command line that runs one client over the input."""
     if name == "hfbatch":
-        return hfbatch_run_command(inp, out, api_base=api_base, provider="local", concurrency=scenario.concurrency,
+        return hfbatch_run_command(inp, out, api_base=api_base, provider=None, concurrency=scenario.concurrency,
                                    extra=["--max-tokens", str(MAX_TOKENS)])  # fmt: skip
     return [
         sys.executable,

@@ -254,13 +254,13 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
     \b
     Exit codes: 0 all rows done; 1 done, some rows failed (see <output>.errors.jsonl);
     2 bad usage, job file or input, nothing sent (or the first rows all failed the same
-    way); 3 token missing or refused; 4 another run holds the output; 6 stopped by a failure
-    outside the rows (the endpoint, the Hub, the disk): results so far are kept; 7 the run
-    completed but --push-to-hub failed (the output is intact; rerun to push); 130
-    interrupted (rerun the same command to resume). --dry-run exits 0 when the job is sound.
+    way); 3 token missing or refused; 4 another run holds the output; 5 a budget was reached;
+    6 stopped by a failure outside the rows (the endpoint, the Hub, the disk): results so far
+    are kept; 7 the run completed but --push-to-hub failed (the output is intact; rerun to
+    push); 130 interrupted (rerun the same command to resume). --dry-run exits 0 when the job is sound.
     """
     from hfbatch.dryrun import DryRunReport, dry_run, format_dry_run
-    from hfbatch.jobspec import build_spec, load_job_file
+    from hfbatch.jobfile import build_spec, load_job_file
     from hfbatch.progress import Progress
     from hfbatch.runner import RunControl, RunReport, run_job
     from hfbatch.stats import format_table
@@ -371,9 +371,7 @@ def status(output: str, as_json: bool) -> None:
 @click.argument("repo")
 @click.option("--private", is_flag=True, help="Create the dataset repo private (when it does not exist yet).")
 @click.option("--hub-path", default=None, help="The output's path in the repo (default data/<output name>).")
-@click.option(
-    "--stats", "stats_path", type=click.Path(dir_okay=False), default=None, help="The run's --stats, if moved."
-)
+@click.option("--stats", "stats_path", type=click.Path(dir_okay=False), help="The run's --stats, if moved.")
 @click.option("--hub-url", default=None, help="The Hub to push to (default HF_ENDPOINT, else https://huggingface.co).")
 @click.option("--api-key-env", default=None, help="Environment variable holding the token (default HF_TOKEN, ...).")
 def push(
@@ -392,19 +390,12 @@ def push(
     2 bad usage, or huggingface_hub missing (pip install 'hfbatch[hub]'); 3 no token;
     4 a run is writing OUTPUT; 7 the Hub refused or failed (OUTPUT is untouched).
     """
-    from hfbatch.credentials import check_url
-    from hfbatch.hubfiles import HubAccess
-    from hfbatch.hubspec import check_hub_path, check_repo_id
     from hfbatch.push import PushResult, PushTarget, push_existing
 
     os.environ.setdefault(_HF_BARS_ENV, "1")
 
     async def go() -> PushResult:
-        check_repo_id(repo, "REPO")
-        if hub_path is not None:
-            check_hub_path(hub_path, "--hub-path")
-        access = HubAccess.of(check_url(hub_url, "--hub-url") if hub_url else None, api_key_env)
-        target = PushTarget(repo, access, private=private, path_in_repo=hub_path)
+        target = PushTarget.named(repo, hub_url=hub_url, api_key_env=api_key_env, private=private, path=hub_path)
         stats = Path(stats_path) if stats_path else None
         return await asyncio.to_thread(push_existing, Path(output), target, stats_path=stats)
 
@@ -412,6 +403,45 @@ def push(
     kept = "" if result.card else "; the repo's own README.md was kept"
     click.echo(f"pushed {result.rows} rows of {output} to {result.repo_id}: {', '.join(result.files)}{kept}")
     click.echo(result.url)
+
+
+@cli.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False), help="The merged file: .jsonl or .parquet."
+)
+@click.option("--dedupe", is_flag=True, help="Keep the first part's result for an id in several parts (else exit 2).")
+@click.option("--partial", is_flag=True, help="Merge parts whose run has not finished, and despite missing shards.")
+@click.option(
+    "--output-format",
+    default=None,
+    help="jsonl, parquet or openai (default: by extension; openai when every part is OpenAI batch output).",
+)
+def merge(parts: tuple[str, ...], output: str, dedupe: bool, partial: bool, output_format: str | None) -> None:
+    """Join shard outputs PARTS (JSONL, Parquet, OpenAI batch output) into one file, exactly once per id.
+
+    \b
+    Writes OUTPUT, OUTPUT.stats.json (the parts' stats added up), OUTPUT.errors.jsonl and
+    OUTPUT.timeline.jsonl. Exit codes: 0 merged; 2 an id in two parts, an unfinished part or
+    a missing shard (see --dedupe, --partial), or a part that is not an hfbatch output.
+    """
+    from hfbatch.errors import HfbatchError
+    from hfbatch.merge import merge_outputs
+
+    try:
+        paths = [Path(p) for p in parts]
+        report = merge_outputs(paths, Path(output), dedupe=dedupe, partial=partial, output_format=output_format)
+    except HfbatchError as exc:
+        _fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ERROR)
+    for note in report.notes:
+        click.echo(f"hfbatch: {note}", err=True)
+    click.echo(
+        f"hfbatch: merged {len(report.parts)} parts into {report.output}: {report.records} results, "
+        f"{report.errors} failed rows",
+        err=True,
+    )
 
 
 def main() -> None:

@@ -18,12 +18,11 @@ from typing import Any, ClassVar, TypeVar
 import aiohttp
 
 from hfbatch import catalog, defaults
-from hfbatch.capacity.headers import RateHint, parse_ratelimit_headers
+from hfbatch.capacity.headers import hint_of
 from hfbatch.credentials import check_url, token_hint, url_label
 from hfbatch.errors import (
     APIError,
     AuthenticationError,
-    InputError,
     MalformedResponseError,
     ModelNotSupportedError,
     RateLimitError,
@@ -37,13 +36,11 @@ from hfbatch.retry import RetryPolicy, env_time_scale
 from hfbatch.sse import SSEDecoder
 from hfbatch.streaming import stream_with_failover
 from hfbatch.version import user_agent
-from hfbatch.wire import ChatResult, StreamState, parse_completion
+from hfbatch.wire import ChatResult, StreamState, encode_body, parse_completion
 from hfbatch.wire import check_not_empty as _checked
 
 __all__ = ["ChatResult", "HuggingFaceAPI", "ProviderMapping"]
 
-# Compact and UTF-8: request bodies are built once per attempt, so the encoder is built once.
-_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _T = TypeVar("_T")
 
@@ -95,6 +92,7 @@ class HuggingFaceAPI:
         #: Hub lookups (provider mappings, the model list) over this client's session.
         self.hub = HubClient(lambda: self.session, self.hub_url, token=api_key, retry=self.retry)
         self._models: list[str] | None = None
+        self._deadlines: dict[float, aiohttp.ClientTimeout] = {}
         self._header_cache: dict[tuple[str | None, bool, bool, str | None], dict[str, str]] = {}
 
     @property
@@ -217,6 +215,13 @@ class HuggingFaceAPI:
         """The `model` field that pins `provider` on the router, or the model as given elsewhere."""
         return f"{model}:{provider}" if self.uses_hub else model
 
+    def _deadline(self, seconds: float) -> aiohttp.ClientTimeout:
+        """A whole-request deadline of `seconds` (cached: deadlines change rarely, requests often)."""
+        found = self._deadlines.get(seconds)
+        if found is None:
+            found = self._deadlines[seconds] = aiohttp.ClientTimeout(total=seconds, sock_connect=self.connect_timeout)
+        return found
+
     # -- one attempt -----------------------------------------------------------------------
 
     async def complete(
@@ -229,6 +234,7 @@ class HuggingFaceAPI:
         api_key: str | None = None,
         allow_empty: bool = True,
         keep_raw: bool = False,
+        timeout: float | None = None,
     ) -> ChatResult:
         """One non-streamed attempt on one provider; raises an APIError on any failure.
 
@@ -239,15 +245,19 @@ class HuggingFaceAPI:
         if params:
             body.update(params)
         body["stream"] = False
-        data = _encode_body(body)
+        data = encode_body(body)
         headers = self._headers(api_key, required=self.uses_hub)
         # The session's total timeout is this attempt's deadline; a TimeoutError becomes APITimeoutError.
         with map_transport_errors(provider, self._secrets(api_key)):
-            async with self.session.post(self._chat_url, data=data, headers=headers) as resp:
+            if timeout is None:
+                request = self.session.post(self._chat_url, data=data, headers=headers)
+            else:
+                request = self.session.post(self._chat_url, data=data, headers=headers, timeout=self._deadline(timeout))
+            async with request as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise _status_error(resp, raw, provider)
-                hint = _hint_of(resp.headers)
+                hint = hint_of(resp.headers)
             result = parse_completion(raw, provider, model, keep_raw=keep_raw)
             result.hint = hint
             if keep_raw:
@@ -264,6 +274,7 @@ class HuggingFaceAPI:
         api_key: str | None = None,
         allow_empty: bool = True,
         keep_raw: bool = False,
+        timeout: float | None = None,
     ) -> AsyncIterator[str | ChatResult]:
         """One streamed attempt: yields text chunks, then the ChatResult (`allow_empty`, `keep_raw` as `complete`)."""
         body: dict[str, Any] = {"model": self.wire_model(model, provider), "messages": messages}
@@ -271,13 +282,13 @@ class HuggingFaceAPI:
             body.update(params)
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
-        data = _encode_body(body)
+        data = encode_body(body)
         headers = self._headers(api_key, stream=True, required=self.uses_hub)
         state = StreamState(provider, model, keep_raw=keep_raw)
         decoder = SSEDecoder()
         parts: list[str] = []
         started = time.monotonic()
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        deadline = asyncio.get_running_loop().time() + (self.timeout if timeout is None else timeout)
         # A stream may take long in all, but may not fall silent for more than the idle timeout.
         stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.connect_timeout, sock_read=self.idle_timeout
@@ -397,17 +408,6 @@ class HuggingFaceAPI:
         return calculate_length(messages)
 
 
-def _encode_body(body: dict[str, Any]) -> bytes:
-    """The request body as UTF-8 JSON; InputError when the messages cannot be encoded at all."""
-    try:
-        text = _BODY_ENCODER.encode(body)
-    except RecursionError:
-        raise InputError("the request is nested too deeply to be sent as JSON") from None
-    # A lone UTF-16 surrogate (valid in JSON, not in UTF-8) can only sit inside a JSON string:
-    # backslashreplace writes it as its \\udcXX escape, so the server reads the same string.
-    return text.encode("utf-8", "backslashreplace")
-
-
 async def _by(deadline: float, awaitable: Awaitable[_T]) -> _T:
     """Await `awaitable`, raising TimeoutError if the loop's clock passes `deadline` first."""
     async with asyncio.timeout_at(deadline):
@@ -418,32 +418,5 @@ def _status_error(resp: aiohttp.ClientResponse, raw: bytes, provider: str) -> AP
     """The error for an HTTP error reply (the caller's map_transport_errors scrubs the token)."""
     error = error_for_status(resp.status, raw.decode("utf-8", "replace"), provider=provider, headers=dict(resp.headers))
     if isinstance(error, RateLimitError):
-        error.hint = _hint_of(resp.headers)
+        error.hint = hint_of(resp.headers)
     return error
-
-
-# A reply with none of these says nothing about rate limits: most replies, checked in a few lookups.
-_RATE_HEADERS = (
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-remaining",
-    "ratelimit-remaining",
-    "retry-after",
-    "retry-after-ms",
-)
-
-
-def _hint_of(headers: Mapping[str, str]) -> RateHint | None:
-    """What a reply's rate-limit headers say, or None when it has none."""
-    for name in _RATE_HEADERS:
-        if name in headers:
-            return parse_ratelimit_headers(headers, time.time())
-    return None
-
-
-class _StreamBroken(Exception):
-    """A stream failed after some of its text was delivered; not retried elsewhere."""
-
-    def __init__(self, error: APIError) -> None:
-        super().__init__(str(error))
-        self.error = error

@@ -19,6 +19,11 @@ DENIED_IMAGE_TREES = ("/proc", "/sys", "/dev")
 
 # Per-attempt wall-clock deadline and stream idle timeout, seconds.
 DEFAULT_TIMEOUT = 120.0
+# Without --timeout, each provider's deadline follows its latency: this many times its p99, within bounds.
+ADAPTIVE_TIMEOUT_FACTOR = 10.0
+ADAPTIVE_TIMEOUT_MIN = 30.0
+ADAPTIVE_TIMEOUT_MAX = 600.0
+ADAPTIVE_TIMEOUT_SAMPLES = 20  # replies before the deadline follows the latency (then every this many)
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 HUB_TIMEOUT = 30.0

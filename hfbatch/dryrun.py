@@ -12,6 +12,7 @@ The output's lock is held only while reading which rows are done.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from hfbatch.errors import UsageError
 from hfbatch.failfast import FailFast
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, InputSpec, Row, open_input
+from hfbatch.inputs.growth import input_growth
 from hfbatch.jobspec import JobSpec
 from hfbatch.messages import Message, calculate_length, trim_messages
 from hfbatch.outputs import open_output
@@ -29,6 +31,7 @@ from hfbatch.preflight import RunPlan, open_client, plan_run
 from hfbatch.pricing import Price
 from hfbatch.push import PushTarget, check_push
 from hfbatch.retry import env_time_scale
+from hfbatch.shards import Shard, resolve_shard, spec_shard
 
 __all__ = ["DryRunReport", "ProviderEstimate", "Sample", "dry_run", "format_dry_run"]
 
@@ -126,10 +129,12 @@ def _input_spec(spec: JobSpec) -> InputSpec:
     return InputSpec.from_job(spec)
 
 
-def _items(reader: InputReader, done: IdSet) -> Iterator[Row | BadRow | DoneRow]:
-    """The input's rows as a run's feeder sees them: a repeated id makes a bad row."""
+def _items(reader: InputReader, done: IdSet, shard: Shard | None = None) -> Iterator[Row | BadRow | DoneRow]:
+    """The input's rows as a run's feeder sees them (this shard's only): a repeated id makes a bad row."""
     seen = IdSet()
-    for item in reader.rows(done):
+    for item in reader.rows(done if shard is None else shard.skip_others(done)):
+        if shard is not None and type(item) is not Row and shard.elsewhere(item, done):
+            continue
         if isinstance(item, BadRow) or seen.add(item.id):
             yield item
         else:
@@ -143,7 +148,7 @@ def _scan(reader: InputReader, done: IdSet, spec: JobSpec) -> tuple[_Tally, list
     samples: list[Sample] = []
     bad: list[str] = []
     fail_fast = FailFast(enabled=not done)
-    for item in _items(reader, done):
+    for item in _items(reader, done, spec_shard(spec)):
         if isinstance(item, DoneRow):
             tally.done += 1
             continue
@@ -211,6 +216,7 @@ def _estimate(name: str, plan: RunPlan, tally: _Tally, tokens: int, concurrency:
 
 async def dry_run(spec: JobSpec, *, restart: bool = False, force: bool = False) -> DryRunReport:
     """Check the job and estimate what it would send and spend; raise as a run would (UsageError: exit 2)."""
+    spec = resolve_shard(spec)
     push_to = PushTarget.from_job(spec)
     if push_to is not None:
         check_push(push_to)
@@ -222,7 +228,9 @@ async def dry_run(spec: JobSpec, *, restart: bool = False, force: bool = False) 
         if not restart:
             # The lock only while reading: a run would refuse this output for the same reasons.
             with files:
-                files.prepare(spec.manifest_settings(), reader.fingerprint(), restart=False, force=force)
+                fingerprint = reader.fingerprint()
+                grew = functools.partial(input_growth, new=fingerprint, files=reader.files())
+                files.prepare(spec.manifest_settings(), fingerprint, restart=False, force=force, input_grew=grew)
                 files.load_done(done)
         scale = env_time_scale()
         async with open_client(spec, scale) as api:

@@ -7,6 +7,7 @@ The tree::
     │   ├── JobSpecError            a job file or flag is wrong (names the file and key)
     │   └── InputError              the input cannot be read (names the file, line or row)
     ├── LockedError                 exit 4: another run holds the output's lock
+    ├── BudgetReached               exit 5: the next request would pass a budget cap
     ├── RunError                    exit 6: a failure outside the rows stopped a run (Hub, disk)
     ├── PushError                   exit 7: the results are complete locally, but the push to the Hub failed
     └── APIError                    exit 1: a request failed; carries provider and HTTP status
@@ -38,6 +39,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetReached",
     "EmptyResponseError",
     "ExitCode",
     "FailureKind",
@@ -68,6 +70,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # bad flags, job file or input; nothing was sent
     AUTH = 3  # the token is missing or was refused (401)
     LOCKED = 4  # another run holds the output's lock
+    BUDGET = 5  # --max-cost, --max-requests or --max-tokens-total reached; rerun with a larger budget
     ERROR = 6  # a failure outside the rows (the Hub, the disk, a bug) stopped the run; rerun to resume
     PUSH_FAILED = 7  # the run completed and its output is intact locally, but the push to the Hub failed
     INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; rerun to resume
@@ -136,6 +139,12 @@ class LockedError(HfbatchError):
     def __init__(self, message: str, pid: int | None = None) -> None:
         super().__init__(message)
         self.pid = pid
+
+
+class BudgetReached(HfbatchError):
+    """The next request would pass --max-cost, --max-requests or --max-tokens-total: the run stops admitting."""
+
+    exit_code = ExitCode.BUDGET
 
 
 class RunError(HfbatchError):

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from hfbatch.errors import APIError, ModelNotSupportedError, RateLimitError
+from hfbatch.hedging import Hedger
 from hfbatch.retry import Action, RetryPolicy, backoff_delay, decide
 from hfbatch.wire import ChatResult
 
@@ -152,6 +153,7 @@ async def call_with_failover(
     clock: Callable[[], float] = time.monotonic,
     cost: float = 0.0,
     patient: bool = True,
+    hedger: Hedger | None = None,
 ) -> ChatResult:
     """Send on the providers (in route order, by capacity) until one succeeds; the module's rules apply.
 
@@ -160,6 +162,7 @@ async def call_with_failover(
     when `deadline` (a `clock()` time) passes while the row waits for capacity; and, when no
     provider is left, an error of the class of what put the first one out. Not `patient`
     (a one-off request, as the client's `chat`), 429s count against `policy.max_attempts` too.
+    With a `hedger`, a request still in flight late in the run's tail may be answered by a hedge.
     """
     attempts = 0
     transient = 0
@@ -190,7 +193,13 @@ async def call_with_failover(
         attempts += 1
         started = time.monotonic()
         try:
-            result = await send(provider)
+            if hedger is None:
+                result = await send(provider)
+            else:
+                result, hedged = await _hedged(send, provider, lease, live, hedger)
+                if hedged:
+                    result.attempts = attempts + 1  # the hedge counted and answered for the pool
+                    return result
         except APIError as exc:
             error = exc
             error.attempts = attempts
@@ -225,6 +234,20 @@ async def call_with_failover(
         scheduler.on_retry(provider, decision.delay, error)
         retries[provider] += 1
         await sleep(decision.delay)
+
+
+async def _hedged(
+    send: Send, provider: str, lease: Any, live: Sequence[str], hedger: Hedger
+) -> tuple[ChatResult, bool]:
+    """`send(provider)`, tracked by `hedger`; the reply, and whether it is a hedge's (the first was cancelled)."""
+    with hedger.track(lease, live, send) as flight:
+        try:
+            return await send(provider), False
+        except asyncio.CancelledError:
+            won = flight.result() if flight is not None else None
+            if won is None:
+                raise
+            return won, True
 
 
 async def _acquire_by(

@@ -33,6 +33,7 @@ from hfbatch.http_errors import map_transport_errors
 from hfbatch.jobspec import JobSpec
 from hfbatch.pricing import FROM_SETTINGS, FROM_TABLE, Price, ProviderInfo, parse_catalog, resolve_prices
 from hfbatch.retry import RetryPolicy
+from hfbatch.route_order import order_providers
 
 __all__ = ["RunPlan", "check_endpoint", "open_client", "plan_run"]
 
@@ -67,7 +68,7 @@ async def open_client(spec: JobSpec, scale: float) -> AsyncIterator[HuggingFaceA
     """The job's client, pointed at an in-process simulated server when the job has a [sim] table."""
     policy = RetryPolicy(max_retries=spec.max_retries, max_attempts=spec.max_attempts, time_scale=scale)
     kw: dict[str, Any] = {
-        "timeout": spec.timeout,
+        "timeout": spec.timeout or defaults.DEFAULT_TIMEOUT,
         "idle_timeout": spec.idle_timeout,
         "retry": policy,
         "api_key_env": spec.api_key_env,
@@ -182,6 +183,10 @@ async def plan_run(api: HuggingFaceAPI, spec: JobSpec, *, time_scale: float = 1.
     catalog, notes = await _catalog(api, model)
     default, own = _hand_prices(spec)
     prices = resolve_prices(providers, catalog, default=default, per_provider=own)
+    if spec.route != "order":
+        ranked = order_providers(providers, spec.route, prices=prices, catalog=catalog, max_tokens=spec.max_tokens)
+        notes.append(f"route {spec.route}: providers tried in the order {', '.join(ranked)}")
+        providers = ranked
     unpriced = [p for p in providers if prices[p] is None]
     if unpriced:
         notes.append(

@@ -78,8 +78,12 @@ class ProviderPool:
         breaker_max_trips: int = defaults.BREAKER_MAX_TRIPS,
         max_pause: float = defaults.MAX_RETRY_AFTER,
         prices: Mapping[str, Price | None] | None = None,
+        adaptive_timeout: bool = False,
     ) -> None:
         self.stats = stats
+        #: Without --timeout, each provider's attempt deadline follows its latency (see `attempt_timeout`).
+        self._adaptive = adaptive_timeout
+        self._deadlines: dict[str, float] = {}
         #: Each provider's price (None: unknown), for the cost of what it bills.
         self.prices: Mapping[str, Price | None] = prices or {}
         self._limits = dict(limits)
@@ -111,7 +115,12 @@ class ProviderPool:
                 continue
             lim = self._limits.get(p) or self._limits["*"]
             capacity = ProviderCapacity.build(
-                lim.concurrency, rpm=lim.rpm, tpm=lim.tpm, learned=self._learned.get(p), clock=self._clock
+                lim.concurrency,
+                rpm=lim.rpm,
+                tpm=lim.tpm,
+                learned=self._learned.get(p),
+                time_scale=self._scale,
+                clock=self._clock,
             )
             self._states[p] = _State(capacity)
             if lim.tpm is not None:
@@ -169,6 +178,38 @@ class ProviderPool:
                 continue
             return Lease(provider, slot, cost)
 
+    def try_acquire(self, candidates: Sequence[str], cost: float = 0.0) -> Lease | None:
+        """A slot on the first candidate with room now (not out, not benched), else None; waits for nothing."""
+        now = self._clock()
+        for p in candidates:
+            state = self._states.get(p)
+            if state is None or state.out is not None or state.benched_until > now:
+                continue
+            slot = state.capacity.try_acquire(cost)
+            if slot is not None:
+                return Lease(p, slot, cost)
+        return None
+
+    def latency_p99(self, provider: str) -> tuple[float | None, int]:
+        """The provider's p99 latency of successes this run (None before any), and how many there were."""
+        st = self.stats.provider(provider)
+        return st.latency.percentile(99), st.successes
+
+    def on_hedge(self, provider: str) -> None:
+        """A hedge (a second try of a slow request) goes to `provider`."""
+        self.stats.provider(provider).hedges += 1
+
+    def on_hedge_won(self, provider: str) -> None:
+        """A hedge on `provider` answered first: its reply is the row's."""
+        self.stats.provider(provider).hedges_won += 1
+
+    def on_cancelled(self, lease: Lease) -> None:
+        """The request was abandoned in flight (the other of a hedged pair answered first): count it, learn nothing."""
+        st = self.stats.provider(lease.provider)
+        st.requests += 1
+        st.cancelled += 1
+        self._states[lease.provider].capacity.on_dropped(lease.slot)
+
     async def sleep(self, delay: float) -> None:
         """Sleep between retries of a row; `stop_waiting` ends it at once."""
         with self._waiter():
@@ -195,6 +236,12 @@ class ProviderPool:
         for task in list(self._waiting):
             task.cancel()
 
+    def attempt_timeout(self, provider: str) -> float | None:
+        """The provider's deadline for one attempt when it follows latency; None: the client's own (--timeout)."""
+        if not self._adaptive:
+            return None
+        return self._deadlines.get(provider, defaults.DEFAULT_TIMEOUT)
+
     def release(self, lease: Lease) -> None:
         """Give the lease's place back if no outcome did (idempotent)."""
         self._states[lease.provider].capacity.release(lease.slot)
@@ -216,6 +263,12 @@ class ProviderPool:
         st.successes += 1
         st.latency.add(result.latency)
         count_billed(st, result, self.prices.get(provider))
+        if self._adaptive and st.successes % defaults.ADAPTIVE_TIMEOUT_SAMPLES == 0:
+            p99 = st.latency.percentile(99) or 0.0
+            self._deadlines[provider] = min(
+                defaults.ADAPTIVE_TIMEOUT_MAX,
+                max(defaults.ADAPTIVE_TIMEOUT_MIN, defaults.ADAPTIVE_TIMEOUT_FACTOR * p99),
+            )
 
     def on_failure(self, lease: Lease, error: APIError, latency: float) -> None:
         """Learn from a 429, trip the breaker on transient failures, count it."""
@@ -266,7 +319,7 @@ class ProviderPool:
             )
             s.out = out
             return
-        s.benched_until = now + self._cooldown * self._scale * 2 ** (s.trips_in_row - 1)
+        s.benched_until = now + self._cooldown * self._scale * 2 ** min(s.trips_in_row - 1, 32)
         # Half-open after the cool-down: one more failure benches it again.
         s.consecutive = self._threshold - 1
 

@@ -33,8 +33,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hfbatch.card import CARD_MARKER, CardInfo, OutputSummary, render_card
+from hfbatch.credentials import check_url
 from hfbatch.errors import AuthenticationError, HfbatchError, PushError, UsageError
 from hfbatch.hubfiles import HubAccess, describe_hub_error, hub_errors, require_hub
+from hfbatch.hubspec import check_hub_path, check_repo_id
 from hfbatch.outputs.formats import format_for
 from hfbatch.outputs.manifest import hold_lock
 
@@ -62,6 +64,17 @@ class PushTarget:
             return None
         access = HubAccess.of(spec.hub_url, spec.api_key_env)
         return cls(spec.push_to_hub, access, private=spec.private, path_in_repo=spec.hub_path)
+
+    @classmethod
+    def named(
+        cls, repo: str, *, hub_url: str | None, api_key_env: str | None, private: bool, path: str | None
+    ) -> PushTarget:
+        """The target `hfbatch push` names with its arguments; JobSpecError (exit 2) for a bad one."""
+        check_repo_id(repo, "REPO")
+        if path is not None:
+            check_hub_path(path, "--hub-path")
+        access = HubAccess.of(check_url(hub_url, "--hub-url") if hub_url else None, api_key_env)
+        return cls(repo, access, private=private, path_in_repo=path)
 
     def data_path(self, output: Path) -> str:
         """The output's path in the repo."""

@@ -1,7 +1,7 @@
 """A run's pushes to the Hub: the results so far every `--push-every` minutes, and all of them at the end.
 
 The runner makes a `RunPusher` when the job has `--push-to-hub`, runs `keep_pushing` as a task of
-its TaskGroup (when `--push-every` is set) and awaits `push_final` once the output is final. Each
+its TaskGroup (when `--push-every` is set) and awaits `finish` once the output is final. Each
 push runs `push.push_output` in a thread, one at a time: a lock orders them, so the final push
 always lands after a snapshot that was still uploading when the run ended, and the repo ends at
 the complete output. A snapshot that fails is counted and tried again at the next interval; the
@@ -73,19 +73,22 @@ class RunPusher:
         """Push the finished output with the run's stats; the error when it failed (the run's exit code is then 7)."""
         return await asyncio.to_thread(self._push_final, stats)
 
-    async def finish(self, report: _Report, write_stats: Callable[[dict[str, Any]], None]) -> None:
+    async def finish(
+        self, report: _Report, written: dict[str, Any], write_stats: Callable[[dict[str, Any]], None]
+    ) -> None:
         """Push a completed run's output (one stopped early is not); a failed push makes the run exit 7.
 
-        The pushes' record goes into the stats, which are written again.
+        `written` is the stats file's content (every run into the output), pushed beside the data;
+        the pushes' record goes into it and into the report, and the file is written again.
         """
         if report.exit_code in (ExitCode.OK, ExitCode.FAILED_ROWS):
-            failure = await self.push_final(report.stats)
+            failure = await self.push_final(written)
             if failure is not None:
                 report.exit_code = failure.exit_code
                 report.message = str(failure) if report.message is None else f"{report.message}; {failure}"
-                report.stats["exit_code"] = int(failure.exit_code)
-        report.stats["push"] = self.to_dict()
-        write_stats(report.stats)
+                report.stats["exit_code"] = written["exit_code"] = int(failure.exit_code)
+        report.stats["push"] = written["push"] = self.to_dict()
+        write_stats(written)
 
     def to_dict(self) -> dict[str, Any]:
         """What the pushes did, for the stats file."""

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
+from hfbatch.budget import Budget, estimate_prompt_tokens
 from hfbatch.client import HuggingFaceAPI
 from hfbatch.errors import (
     APIError,
@@ -73,8 +74,13 @@ class RowSender:
         stream: bool = False,
         allow_empty: bool = False,
         keep_raw: bool = False,
+        budget: Budget | None = None,
     ) -> None:
         self.api = api
+        # The scheduler's per-provider deadline (the runner's pool has one), else the client's --timeout.
+        self._timeout = getattr(scheduler, "attempt_timeout", None)
+        #: The run's caps (--max-cost ...); None or inactive: attempts are sent as they come.
+        self.budget = budget if budget is not None and budget.active else None
         self.scheduler = scheduler
         self.policy = policy
         self.stream = stream
@@ -92,13 +98,54 @@ class RowSender:
         self, model: str, messages: Sequence[Message], provider: str, params: dict[str, Any], *, allow_empty: bool
     ) -> Awaitable[ChatResult]:
         """One request on one provider (the coroutine itself, not awaited: one layer less per request)."""
+        if self.budget is not None:
+            return self._budgeted(model, messages, provider, params, allow_empty=allow_empty)
+        return self._send(model, messages, provider, params, allow_empty=allow_empty)
+
+    async def _budgeted(
+        self, model: str, messages: Sequence[Message], provider: str, params: dict[str, Any], *, allow_empty: bool
+    ) -> ChatResult:
+        """An attempt within the budget: its worst case held while it runs, then what was billed counted."""
+        assert self.budget is not None
+        n = params.get("n")
+        samples = n if type(n) is int and n > 1 else 1
+        held = self.budget.reserve(
+            provider, estimate_prompt_tokens(list(messages)), (params.get("max_tokens") or 0) * samples
+        )
+        billed: ChatResult | None = None
+        try:
+            result = await self._send(model, messages, provider, params, allow_empty=allow_empty)
+            billed = result
+            return result
+        except APIError as exc:
+            billed = exc.billed if isinstance(exc.billed, ChatResult) else None
+            raise
+        finally:
+            self.budget.settle(held, billed)
+
+    def _send(
+        self, model: str, messages: Sequence[Message], provider: str, params: dict[str, Any], *, allow_empty: bool
+    ) -> Awaitable[ChatResult]:
+        timeout = self._timeout(provider) if self._timeout is not None else None
         if not self.stream:
             return self.api.complete(
-                model, messages, provider=provider, params=params, allow_empty=allow_empty, keep_raw=self.keep_raw
+                model,
+                messages,
+                provider=provider,
+                params=params,
+                allow_empty=allow_empty,
+                keep_raw=self.keep_raw,
+                timeout=timeout,
             )
         return _collect(
             self.api.stream(
-                model, messages, provider=provider, params=params, allow_empty=allow_empty, keep_raw=self.keep_raw
+                model,
+                messages,
+                provider=provider,
+                params=params,
+                allow_empty=allow_empty,
+                keep_raw=self.keep_raw,
+                timeout=timeout,
             )
         )
 

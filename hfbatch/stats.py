@@ -79,10 +79,13 @@ class ProviderStats:
     __slots__ = (
         "billed_replies",
         "breaker_trips",
+        "cancelled",
         "completion_tokens",
         "cost_usd",
         "failovers_out",
         "failures",
+        "hedges",
+        "hedges_won",
         "latency",
         "priced",
         "prompt_tokens",
@@ -100,6 +103,9 @@ class ProviderStats:
         self.retries = 0
         self.failovers_out = 0
         self.breaker_trips = 0
+        self.hedges = 0  # second tries of slow requests in the run's tail (see hedging.py)
+        self.hedges_won = 0  # of them, those that answered first and gave the row its result
+        self.cancelled = 0  # requests abandoned when the other of a hedged pair answered first
         self.prompt_tokens = 0  # of billed replies (whole 2xx replies, failed ones too)
         self.completion_tokens = 0
         self.latency = LatencyHistogram()
@@ -118,6 +124,9 @@ class ProviderStats:
         self.retries += other.retries
         self.failovers_out += other.failovers_out
         self.breaker_trips += other.breaker_trips
+        self.hedges += other.hedges
+        self.hedges_won += other.hedges_won
+        self.cancelled += other.cancelled
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.latency.merge(other.latency)
@@ -142,6 +151,9 @@ class ProviderStats:
             "retries": self.retries,
             "failovers_out": self.failovers_out,
             "breaker_trips": self.breaker_trips,
+            "hedges": self.hedges,
+            "hedges_won": self.hedges_won,
+            "cancelled": self.cancelled,
             "latency_s": self.latency.summary(),
             "latency_histogram": self.latency.to_dict(),
             "prompt_tokens": self.prompt_tokens,
@@ -164,6 +176,7 @@ class RunStats:
         self.rows_skipped = 0  # already in the output from an earlier run
         self.rows_bad = 0  # bad input rows, sent to the errors file
         self.rows_seen = 0
+        self.rows_other_shards = 0  # with --shard: rows read that another shard takes
         self.rows_total: int | None = None  # the input's size when known up front, for ETA
         #: Seconds rows spent waiting for a provider with room (summed over rows).
         self.capacity_wait = 0.0
@@ -217,6 +230,7 @@ class RunStats:
                 "bad_input": self.rows_bad,
                 "skipped_already_done": self.rows_skipped,
                 "input_estimate": self.rows_total,
+                "other_shards": self.rows_other_shards,
             },
             "rows_per_second": round(processed / wall_time, 2) if wall_time > 0 else None,
             "capacity_wait_s": round(self.capacity_wait, 3),
@@ -298,6 +312,9 @@ def format_table(data: dict[str, Any]) -> str:
         f"{r['skipped_already_done']} already done; {data['wall_time_s']:.1f}s, "
         f"{data['rows_per_second'] or 0:.1f} rows/s"
     )
+    if reasons := data.get("finish_reasons"):
+        # A `length` count is the one to watch: those rows hit max_tokens and are cut short.
+        lines.append("finish: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items()))
     lines.append(_cost_line(data["overall"]))
     return "\n".join(lines)
 

@@ -105,6 +105,8 @@ def output_status(output: Path) -> OutputStatus:
     done = int(source.get("rows_done", source.get("done", 0)) or 0)
     failed = int(source.get("rows_failed", source.get("failed", 0)) or 0)
     skipped = int(source.get("rows_skipped", source.get("skipped_already_done", 0)) or 0)
+    if source is rows and stats is not None and "runs" in stats:
+        skipped = 0  # a stats file with a run history counts every result in the output under done
     bad = int(source.get("rows_bad", source.get("bad_input", 0)) or 0)
     estimate = source.get("input_estimate")
     left = max(0, int(estimate) - done - failed - skipped - bad) if isinstance(estimate, int) else None

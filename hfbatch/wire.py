@@ -7,10 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from hfbatch.capacity.headers import RateHint
-from hfbatch.errors import APIError, BadRequestError, EmptyResponseError, MalformedResponseError, ServerError
+from hfbatch.errors import (
+    APIError,
+    BadRequestError,
+    EmptyResponseError,
+    InputError,
+    MalformedResponseError,
+    ServerError,
+)
 from hfbatch.sse import DONE
 
-__all__ = ["ChatResult", "Choice", "StreamState", "check_not_empty", "parse_completion"]
+__all__ = ["ChatResult", "Choice", "StreamState", "check_not_empty", "encode_body", "parse_completion"]
 
 
 @dataclass(slots=True)
@@ -344,3 +351,18 @@ class StreamState:
         if self._usage is not None:
             body["usage"] = self._usage
         return body
+
+
+# Compact and UTF-8: request bodies are built once per attempt, so the encoder is built once.
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The request body as UTF-8 JSON; InputError when the messages cannot be encoded at all."""
+    try:
+        text = _BODY_ENCODER.encode(body)
+    except RecursionError:
+        raise InputError("the request is nested too deeply to be sent as JSON") from None
+    # A lone UTF-16 surrogate (valid in JSON, not in UTF-8) can only sit inside a JSON string:
+    # backslashreplace writes it as its \\udcXX escape, so the server reads the same string.
+    return text.encode("utf-8", "backslashreplace")

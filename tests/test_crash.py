@@ -120,7 +120,8 @@ def check_complete(out: Path, prompts: dict[str, str]) -> None:
         assert r["output"] == reply_for([{"role": "user", "content": prompts[r["id"]]}], 32).text, r["id"]
     json.loads(out.with_name(out.name + ".manifest.json").read_text())
     stats = json.loads(out.with_name(out.name + ".stats.json").read_text())
-    assert stats["rows"]["done"] + stats["rows"]["skipped_already_done"] == len(prompts)
+    # The stats file adds up every run into the output: `done` counts every result in it.
+    assert stats["rows"]["done"] == len(prompts)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +216,7 @@ def test_grace_period_cancels_requests_that_do_not_finish(sim: SimServer, tmp_pa
     out = tmp_path / "out.jsonl"
     proc = start(sim, inp, out, grace="0.3")
     deadline = time.monotonic() + 30
-    while sim.counts().get("p1", {}).get("requests", 0) < 16:
+    while sim.counts().get("p1", {}).get("requests", 0) < 4:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)

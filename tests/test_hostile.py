@@ -26,7 +26,8 @@ from hfbatch.client import HuggingFaceAPI
 from hfbatch.credentials import resolve_token, token_for
 from hfbatch.errors import APIError, ExitCode, InputError, JobSpecError
 from hfbatch.http_errors import MAX_MESSAGE, error_for_status, map_transport_errors
-from hfbatch.jobspec import JobSpec, build_spec, load_job_file
+from hfbatch.jobfile import build_spec, load_job_file
+from hfbatch.jobspec import JobSpec
 from hfbatch.outputs.records import check_writable
 from hfbatch.runner import run_job
 from hfbatch.sim import Fault, SimProvider, SimServer
@@ -283,10 +284,10 @@ def test_a_row_too_deep_to_send_is_a_bad_row_and_the_others_go_on(sim: SimServer
         deep = [deep]
     rows = [json.dumps({"id": i, "prompt": f"q {i}"}) for i in range(5)]
     inp = write_rows(tmp_path / "in.jsonl", rows)
-    from hfbatch.client import _encode_body
+    from hfbatch.wire import encode_body
 
     with pytest.raises(InputError, match="nested too deeply"):
-        _encode_body({"messages": deep})
+        encode_body({"messages": deep})
     with pytest.raises(RecursionError):
         check_writable({"meta": deep})
     result = run_cli(sim, inp, tmp_path / "out.jsonl")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hfbatch.jobspec import build_spec, load_job_file
+from hfbatch.jobfile import build_spec, load_job_file
 from hfbatch.progress import Progress
 from hfbatch.stats import RunStats
 

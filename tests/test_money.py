@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from hfbatch.cli import cli
 from hfbatch.errors import ExitCode, JobSpecError
 from hfbatch.hub import find_model_entry
-from hfbatch.jobspec import JobSpec, ProviderSettings, build_spec, load_job_file
+from hfbatch.jobfile import build_spec, load_job_file
+from hfbatch.jobspec import JobSpec, ProviderSettings
 from hfbatch.pricing import FROM_ROUTER, FROM_SETTINGS, FROM_TABLE, Price, ProviderInfo, parse_catalog, resolve_prices
 from hfbatch.runner import run_job
 from hfbatch.sim import Fault, SimProvider, SimServer

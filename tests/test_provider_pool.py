@@ -57,22 +57,62 @@ async def test_rows_spill_over_to_the_next_provider_when_the_first_is_full() -> 
     assert (await asyncio.wait_for(fifth, 1)).provider == "a"
 
 
-async def test_a_429_lowers_that_providers_learned_limit_only() -> None:
-    """A 429 with four in flight sets that provider's limit below four, not to half; the other keeps its own."""
-    p = pool(Clock(), concurrency=8)
-    leases = [await p.acquire(["a"]) for _ in range(4)]
-    p.on_failure(leases[-1], rate_limited(), latency=0.1)
+async def served(p: ProviderPool, clock: Clock, provider: str, n: int) -> None:
+    """`n` requests to `provider`, one at a time, all answered."""
+    for _ in range(n):
+        lease = await p.acquire([provider])
+        clock.now += 0.01
+        p.on_success(lease, ok(provider))
+
+
+async def test_refusals_above_four_in_flight_lower_that_providers_limit_only() -> None:
+    """The fourth request refused again and again sets that limit to three, not half; the other keeps its own."""
+    clock = Clock()
+    p = pool(clock, concurrency=8)
+    await served(p, clock, "a", 20)
+    leases = [await p.acquire(["a"]) for _ in range(3)]
+    for _ in range(10):
+        lease = await p.acquire(["a"])
+        p.on_failure(lease, rate_limited(), latency=0.01)
+        if p.capacity("a").concurrency.limit == 3:
+            break
     assert p.capacity("a").concurrency.limit == 3
     assert p.capacity("b").concurrency.limit > 3
+    assert len(leases) == 3
 
 
-async def test_a_paused_provider_sends_rows_elsewhere() -> None:
-    """After a 429 with Retry-After blamed on its pace, the provider is paused and rows go to the other."""
+async def test_a_lone_429_pauses_nothing_even_with_retry_after() -> None:
+    """One refusal amid successes is chance (shared load): the next row may go to the same provider at once."""
     clock = Clock()
     p = pool(clock)
-    first = await p.acquire(["a", "b"])
-    p.on_failure(first, rate_limited(retry_after=5.0), latency=0.1)
-    assert (await p.acquire(["a", "b"])).provider == "b"
+    await served(p, clock, "a", 20)
+    lease = await p.acquire(["a", "b"])
+    p.on_failure(lease, rate_limited(retry_after=5.0), latency=0.01)
+    assert (await p.acquire(["a", "b"])).provider == "a"
+
+
+async def test_a_provider_refusing_every_row_with_retry_after_is_paused_and_rows_go_elsewhere() -> None:
+    """Refused again and again, the provider honours its Retry-After: rows go to the other meanwhile."""
+    clock = Clock()
+    p = pool(clock)
+    await served(p, clock, "a", 20)
+    for _ in range(10):
+        lease = await p.acquire(["a", "b"])
+        if lease.provider == "b":
+            break
+        p.on_failure(lease, rate_limited(retry_after=5.0), latency=0.01)
+    assert lease.provider == "b"
+    assert p.capacity("a").requests.delay_until_ready() == pytest.approx(5.0)
+
+
+async def test_the_pools_time_scale_shrinks_the_capacitys_own_backoffs() -> None:
+    """With HFBATCH_TIME_SCALE 0.001, a provider refusing everything without Retry-After pauses 0.25 ms, not 0.25 s."""
+    clock = Clock()
+    p = pool(clock, time_scale=0.001)
+    await served(p, clock, "a", 20)
+    while p.capacity("a").requests.delay_until_ready() == 0:
+        p.on_failure(await p.acquire(["a"]), rate_limited(), latency=0.01)
+    assert p.capacity("a").requests.delay_until_ready() == pytest.approx(0.00025)
 
 
 def breaker_failure(p: ProviderPool, provider: str, error: Exception) -> None:

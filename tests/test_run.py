@@ -189,8 +189,8 @@ async def test_changed_input_refuses_restart_starts_over_force_adds(sim: SimServ
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(10))
     spec = spec_for(sim, tmp_path, inp)
     await run_job(spec)
-    write_jsonl(inp, prompts(15))
-    with pytest.raises(UsageError, match="input file changed"):
+    write_jsonl(inp, prompts(15)[::-1])  # not only appended to (that would resume: tests/test_growth.py)
+    with pytest.raises(UsageError, match="changed since this output was started"):
         await run_job(spec)
     forced = await run_job(spec, force=True)
     assert forced.stats["rows"]["skipped_already_done"] == 10 and forced.stats["rows"]["done"] == 5

@@ -165,7 +165,7 @@ async def test_invalid_json_replies_are_retried_until_every_output_is_valid(
 @pytest.mark.parametrize("sim_config", [one_model(SimProvider("p1", faults=(Fault("invalid_json"),)))], indirect=True)
 async def test_a_row_whose_replies_are_all_invalid_fails_as_invalid_output(sim: SimServer, tmp_path: Path) -> None:
     """When the budget is spent the row fails with the class invalid_output; no invalid text is written."""
-    spec = spec_for(sim, tmp_path, rows=3, response_format="json", max_retries=1)
+    spec = spec_for(sim, tmp_path, rows=3, response_format="json", max_retries=1, max_attempts=2)
     report = await run_job(spec)
     assert report.exit_code is ExitCode.FAILED_ROWS
     assert not spec.output.exists() or spec.output.read_text() == ""

@@ -11,7 +11,7 @@ import pytest
 
 from hfbatch.errors import BadRequestError, JobSpecError
 from hfbatch.http_errors import error_for_status
-from hfbatch.jobspec import build_spec, load_job_file
+from hfbatch.jobfile import build_spec, load_job_file
 from hfbatch.samples import rejects_n
 from hfbatch.schema import schema_errors
 from hfbatch.structured import OutputCheck, check_for, load_response_format

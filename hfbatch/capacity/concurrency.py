@@ -1,15 +1,18 @@
 """An in-flight limit that learns a provider's concurrency cap from 429s and then holds just under it.
 
-A 429 for a request sent while k were in flight (itself included) says the cap is
-at most k - 1, so the limit drops to k - 1 at once (not to half) and k - 1 is kept as
-the ceiling estimate. Above the ceiling the limit probes one place at a time, after
-`PROBE_ROUNDS` rounds of successes at the limit; every probe that fails at the same
-ceiling doubles that interval (up to 2**`PROBE_BACKOFF_MAX`), so a steady cap costs
-under half a percent of requests in 429s. A probe that holds a whole round without
-a 429 raises the ceiling and doubles the next step, so a cap that grows is found in
-a few rounds. One success above the ceiling proves nothing: our in-flight count runs
-ahead of the provider's by the replies still on their way back. Until the
-first 429 the limit doubles every round from `SLOW_START` (slow start).
+The 429s it hears of are those its caller put down to places (`ProviderCapacity`
+tells them from chance ones). One for a request sent while k were in flight (itself
+included) says the cap is at most k - 1, so the limit drops to k - 1 at once (not to
+half) and k - 1 is kept as the ceiling estimate. Above the ceiling the limit probes
+one place at a time, after `PROBE_ROUNDS` rounds of successes at the limit; every
+probe that fails at the same ceiling doubles that interval (up to
+2**`PROBE_BACKOFF_MAX`), so a steady cap costs under half a percent of requests in
+429s. A probe that holds `PROBE_HOLD` rounds without a 429 raises the ceiling and
+doubles the next step, so a cap that grows is found in a few probes; it must hold
+that long because our in-flight count runs ahead of the provider's by the replies
+still on their way back, so just above a cap only some requests are refused, and one
+lucky round proves nothing. Until the first 429 the limit doubles every round from
+`SLOW_START` (slow start).
 
 Delivery and latency are the second signal, for providers that queue our requests
 instead of refusing them. In slow start, a round that fails to raise the successes
@@ -34,6 +37,7 @@ __all__ = ["ConcurrencyLimit"]
 
 SLOW_START = 8  # places before anything is known
 PROBE_ROUNDS = 4  # rounds (successes = limit) at the ceiling before probing one place above it
+PROBE_HOLD = 8  # rounds a probe must hold without a 429 to raise the ceiling
 PROBE_BACKOFF_MAX = 3  # failed probes at one ceiling stretch the interval up to 2**3 times
 MAX_STEP = 8  # places added by one probe after a run of successful probes
 LATENCY_TOLERANCE = 2.0  # average latency over its lowest: above this, no probing up
@@ -113,6 +117,11 @@ class ConcurrencyLimit:
         return max(self.minimum, min(self.maximum, n))
 
     @property
+    def probe_level(self) -> int | None:
+        """The limit being probed above the ceiling (None: no probe under way)."""
+        return self._probe_level
+
+    @property
     def latency(self) -> float | None:
         """Recent average latency of successes, seconds (None before the first)."""
         return self._ewma
@@ -183,7 +192,7 @@ class ConcurrencyLimit:
         if level < min(self.limit, self.limit if limit is None else limit):
             return  # the limit did not bind, so this says nothing about more places
         self._count += 1
-        if self._probe_level is not None and self._count >= self._probe_level:
+        if self._probe_level is not None and self._count >= PROBE_HOLD * self._probe_level:
             # A whole round at the probed limit and no 429: the cap is at least that.
             self.ceiling = self._probe_level
             self._probe_level = None

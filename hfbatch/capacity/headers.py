@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from hfbatch.http_errors import parse_retry_after
 
-__all__ = ["RateHint", "parse_duration", "parse_ratelimit_headers"]
+__all__ = ["RateHint", "hint_of", "parse_duration", "parse_ratelimit_headers"]
 
 # A reset this large is a Unix timestamp, not a delay (GitHub-style `x-ratelimit-reset`).
 _EPOCH_THRESHOLD = 1e9
@@ -116,3 +116,22 @@ def parse_ratelimit_headers(headers: Mapping[str, str], now: float | None = None
         retry_after=parse_retry_after(lower, wall),
     )
     return None if hint == RateHint() else hint
+
+
+# A reply with none of these says nothing about rate limits: most replies, checked in a few lookups.
+_RATE_HEADERS = (
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-remaining",
+    "ratelimit-remaining",
+    "retry-after",
+    "retry-after-ms",
+)
+
+
+def hint_of(headers: Mapping[str, str]) -> RateHint | None:
+    """What a reply's rate-limit headers say, or None when it has none."""
+    for name in _RATE_HEADERS:
+        if name in headers:
+            return parse_ratelimit_headers(headers, time.time())
+    return None

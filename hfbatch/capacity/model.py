@@ -3,7 +3,9 @@
 `run_model` runs workers that take rows, route each to a provider through
 `acquire_any`, and report every reply to that provider's `ProviderCapacity`, as the
 runner does. The providers refuse past an in-flight cap (which may change over
-time) or past a sliding window of accepted requests. Everything runs on an event
+time) or past a sliding window of accepted requests, and may refuse a share of
+requests at random whatever the load (shared upstream load, other users' bursts).
+Everything runs on an event
 loop whose clock jumps to the next timer, so a minute of traffic takes a fraction
 of a second and nothing sleeps for real.
 """
@@ -23,14 +25,11 @@ from hfbatch.capacity.learned import LearnedLimits
 from hfbatch.capacity.provider import ProviderCapacity, acquire_any
 
 __all__ = [
-    "SCENARIOS",
     "ModelProvider",
     "ModelResult",
     "ProviderResult",
-    "Scenario",
     "VirtualTimeLoop",
     "run_model",
-    "run_scenario",
     "run_virtual",
 ]
 
@@ -101,6 +100,10 @@ class ModelProvider:
     queue_over_cap: bool = False
     reject_latency: float = 0.005
     transit: float = 0.0
+    #: Share of requests refused at random, whatever the load (before any limit is checked).
+    refuse: float = 0.0
+    #: Those refusals carry this Retry-After, seconds (None: none).
+    refuse_retry_after: float | None = None
 
     def cap_at(self, t: float) -> int | None:
         """The in-flight cap at time `t`."""
@@ -110,14 +113,22 @@ class ModelProvider:
                 cap = c
         return cap
 
-    def capacity(self, duration: float) -> float:
-        """Requests per second the provider can serve, averaged over [0, duration]."""
+    def capacity(self, duration: float, places: int | None = None) -> float:
+        """Requests per second the provider can serve, averaged over [0, duration].
+
+        With no cap, `places` (our own bound on requests in flight) stands for one. Random
+        refusals cost only themselves: a place spends a latency per success and a refusal's
+        `reject_latency` per refusal (network time aside, as for caps), so it serves
+        (1 - refuse) / ((1 - refuse) * latency + refuse * reject_latency) rows per second.
+        """
+        per_place = (1.0 - self.refuse) / ((1.0 - self.refuse) * self.latency + self.refuse * self.reject_latency)
         rates = []
-        if self.caps:
-            edges = [since for since, _ in self.caps if since < duration] + [duration]
+        caps = self.caps or (((0.0, places),) if places is not None else ())
+        if caps:
+            edges = [since for since, _ in caps if since < duration] + [duration]
             served = 0.0
-            for (since, cap), end in zip(self.caps, edges[1:], strict=False):
-                served += cap / self.latency * (end - max(0.0, since))
+            for (since, cap), end in zip(caps, edges[1:], strict=False):
+                served += cap * per_place * (end - max(0.0, since))
             rates.append(served / duration)
         if self.window is not None:
             rates.append(self.window / self.window_seconds)
@@ -153,6 +164,9 @@ class _Provider:
         s = self.spec
         if s.transit:
             await asyncio.sleep(s.transit)
+        if s.refuse and self.rng.random() < s.refuse:
+            await asyncio.sleep(s.reject_latency + s.transit)
+            return _Reply(False, s.refuse_retry_after)
         cap = s.cap_at(now())
         if cap is not None and self.in_flight >= cap:
             if not s.queue_over_cap:
@@ -266,7 +280,8 @@ def run_model(
             )
             for i in range(len(providers))
         ]
-        results = [ProviderResult(p.capacity(duration)) for p in providers]
+        places = min(workers, max_concurrency) if len(providers) == 1 else None
+        results = [ProviderResult(p.capacity(duration, places)) for p in providers]
         worst = 0
 
         async def worker() -> None:
@@ -304,96 +319,3 @@ def run_model(
         return ModelResult(duration, results, worst)
 
     return run_virtual(main)
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    """A named model run and the goodput share and 429 share it must reach."""
-
-    providers: tuple[ModelProvider, ...]
-    what: str
-    duration: float = 60.0
-    workers: int = 64
-    max_concurrency: int = 64
-    rpm: float | None = None
-    learned: tuple[LearnedLimits | None, ...] | None = None
-    min_share: float = 0.9
-    max_refused: float = 0.05
-    #: One of the issue's targets (the rest are checks beyond them).
-    target: bool = False
-
-
-_CAP16 = ModelProvider(caps=((0.0, 16),))
-_RATE = ModelProvider(window=50, window_seconds=5.0)
-
-#: The issue's targets first, then harder cases. Latency is 100 ms +-20% unless said.
-SCENARIOS: dict[str, Scenario] = {
-    "cap16": Scenario((_CAP16,), "one provider, cap 16 in flight", target=True),
-    "cap8": Scenario((ModelProvider(caps=((0.0, 8),)),), "one provider, cap 8 in flight", target=True),
-    "caps-16-16-8": Scenario(
-        (_CAP16, _CAP16, ModelProvider(caps=((0.0, 8),))), "three providers, caps 16/16/8 (400 rows/s)", target=True
-    ),
-    "rate-retry-after": Scenario(
-        (ModelProvider(window=50, window_seconds=5.0, retry_after=True),),
-        "10 req/s (50 per 5 s), 429s with Retry-After",
-        max_refused=0.10,
-        target=True,
-    ),
-    "rate": Scenario((_RATE,), "10 req/s (50 per 5 s), bare 429s", max_refused=0.10, target=True),
-    "cap-16-8-16": Scenario(
-        (ModelProvider(caps=((0.0, 16), (20.0, 8), (40.0, 16))),),
-        "cap 16, then 8 at 20 s, 16 again at 40 s",
-        target=True,
-    ),
-    "rate-headers": Scenario(
-        (ModelProvider(window=50, window_seconds=5.0, headers=True),),
-        "10 req/s with x-ratelimit-* headers on every reply",
-        max_refused=0.10,
-    ),
-    "rate-60s": Scenario(
-        (ModelProvider(window=600, window_seconds=60.0),),
-        "600 per 60 s (an RPM limit), bare 429s",
-        300.0,
-        max_refused=0.10,
-    ),
-    "cap16-spread": Scenario(
-        (ModelProvider(caps=((0.0, 16),), spread=1.0),), "cap 16, latency lognormal (sigma 1: outputs vary tenfold)"
-    ),
-    "cap64": Scenario((ModelProvider(caps=((0.0, 64),)),), "cap 64 with 128 workers", workers=128, max_concurrency=128),
-    "queue16+cap16": Scenario(
-        (ModelProvider(caps=((0.0, 16),), queue_over_cap=True), _CAP16),
-        "first provider queues past 16 instead of refusing; second caps at 16",
-    ),
-    "cap16+rate": Scenario(
-        (ModelProvider(caps=((0.0, 16),), window=600, window_seconds=10.0),), "cap 16 and 60 req/s on one provider"
-    ),
-    "rate-2s-latency": Scenario(
-        (ModelProvider(window=50, window_seconds=5.0, latency=2.0),),
-        "10 req/s at 2 s latency (20 in flight needed)",
-        300.0,
-        min_share=0.85,
-        max_refused=0.10,
-    ),
-    "cap16-warm": Scenario((_CAP16,), "cap 16, warm start from a previous run", learned=(LearnedLimits(16),)),
-    "rate-warm": Scenario(
-        (_RATE,), "10 req/s, warm start at 9.8/s", learned=(LearnedLimits(rate=9.8),), max_refused=0.10
-    ),
-    "cap16-transit": Scenario(
-        (ModelProvider(caps=((0.0, 16),), transit=0.01),),
-        "cap 16, 10 ms network each way: our count runs ahead of the provider's",
-        min_share=0.75,
-    ),
-}
-
-
-def run_scenario(scenario: Scenario, *, seed: int = 0, duration: float | None = None) -> ModelResult:
-    """Run one scenario (optionally for another duration)."""
-    return run_model(
-        list(scenario.providers),
-        duration=scenario.duration if duration is None else duration,
-        workers=scenario.workers,
-        max_concurrency=scenario.max_concurrency,
-        rpm=scenario.rpm,
-        learned=None if scenario.learned is None else list(scenario.learned),
-        seed=seed,
-    )

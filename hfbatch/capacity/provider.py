@@ -1,14 +1,35 @@
 """One provider's capacity: its learned in-flight limit, request pace and token pace, and who a 429 blames.
 
-A 429 rarely says which limit it hit. It blames the request pace when the headers
-say the request budget is spent, when nothing else of ours was in flight (a cap
-below one is not a cap), when a pace was in force and places were to spare (a
-cap refuses at the limit: we refill up to it), or when the provider had just taken a request sent at a clearly higher
-level (within `RECENT_LATENCIES` latencies): it holds that many at once. Otherwise
-it blames places: the limit drops to the in-flight level less one. If the next
-round of requests, sent after that cut, is refused too, the provider is held
-(paused, then one request per backoff) so refusals do not churn; and if such an
-episode reaches a request blamed on the pace, the cuts are undone.
+A 429 rarely says which limit it hit, nor whether it hit one at all: providers also
+refuse a share of requests whatever our load (shared upstream load, other users).
+Headers that say a budget is spent blame that budget. Otherwise a 429 would be about
+the request pace when nothing else of ours was in flight (a cap below one is not a
+cap), when a pace was in force and places were to spare (a cap refuses at the limit:
+we refill up to it), or when the provider had just taken a request sent at a clearly
+higher level (within `RECENT_LATENCIES` latencies, this episode): it holds that many
+at once; else about places. It is put down to that limit only on evidence that the
+refusals depend on load (`hfbatch.capacity.evidence`), else to chance (`Blame.CHANCE`):
+it costs only itself, and nothing is cut, paused or learned.
+
+- Places: the sends at its level or above were refused more than the others beyond
+  odds of `CHANCE`, as a run since the provider last took one there, or in all. While
+  a probe above the learned cap is under way, less will do (odds of `PROBE_CHANCE`;
+  failing costs a place, and the probe comes back): its sends against those below the
+  cap before it began, and when none of those was refused, any refusal at all.
+- The pace: a run of refusals at any level beyond odds of `CHANCE`; while the pace
+  probes above the last rate that held, any refusal (a window answers an overshoot
+  with one 429 at a time, which no run shows).
+
+Blamed on places, the limit drops to the level less one. If a request sent after
+that cut is blamed on places too, the provider is held (paused, then one request
+per backoff) so refusals do not churn; and if such an episode reaches a request
+blamed on the pace, the cuts are undone.
+
+A Retry-After pauses the provider (only it) when its 429 is blamed on the pace: the
+provider would refuse everything until then. Put down to chance, it pauses nothing:
+the provider takes other requests meanwhile, so a pause would cost all of them for
+one row, and with such 429s as common as successes (50% with Retry-After: 1) a
+pause per 429 would never end. In the model that case keeps 0.99 of capacity.
 """
 
 from __future__ import annotations
@@ -20,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from hfbatch.capacity.concurrency import ConcurrencyLimit
+from hfbatch.capacity.evidence import Baseline, Outcome, RefusalEvidence, Send
 from hfbatch.capacity.headers import RateHint
 from hfbatch.capacity.learned import LearnedLimits
 from hfbatch.capacity.rate import RateLimit
@@ -27,6 +49,9 @@ from hfbatch.capacity.rate import RateLimit
 __all__ = ["Blame", "ProviderCapacity", "Slot", "acquire_any"]
 
 RECENT_LATENCIES = 2.0  # an acceptance this many latencies before a refusal still says what the provider takes
+HOLD_ROUNDS = 2  # 429s blamed on places, each sent after the last cut, that hold the provider
+KEEP_SENDS = 4  # sends the evidence keeps, per place of the user's maximum
+PROBE_CHANCE = 1e-2  # odds of chance that fail a probe above the learned cap (a cut below it needs CHANCE)
 
 
 class Blame(enum.Enum):
@@ -35,18 +60,18 @@ class Blame(enum.Enum):
     CONCURRENCY = "concurrency"
     REQUESTS = "requests"
     TOKENS = "tokens"
+    #: None: nothing says the refusals depend on our load (shared load upstream, other users).
+    CHANCE = "chance"
 
 
-class Slot:
+class Slot(Send):
     """One request's hold on a provider: taken by `acquire`, ended by exactly one `on_*` call."""
 
-    __slots__ = ("cost", "level", "limit", "paced", "released", "sent_at")
+    __slots__ = ("cost", "limit", "paced", "released")
 
     def __init__(self, level: int, limit: int, sent_at: float, cost: float, paced: bool) -> None:
-        #: Requests of ours in flight to the provider when this one went, itself included.
-        self.level = level
+        super().__init__(level, sent_at)
         self.limit = limit
-        self.sent_at = sent_at
         #: Tokens booked against the token pace (an estimate, corrected by `on_success(tokens=...)`).
         self.cost = cost
         #: Whether the request pace held this request back.
@@ -68,10 +93,12 @@ class ProviderCapacity:
         self.concurrency = concurrency
         self.requests = requests if requests is not None else RateLimit(clock=clock)
         self.tokens = tokens
+        self.evidence = RefusalEvidence(KEEP_SENDS * concurrency.maximum, concurrency.maximum)
         self._clock = clock
         self._pacing = 0  # holders of a place still waiting for their turn: not in flight yet
         self._streak_since: float | None = None
-        self._reacted_at = float("-inf")
+        self._reacted = 0  # the last send (`Send.seq`) before our last cut
+        self._probe: Baseline | None = None  # the sends below the probe under way, before it
         self._rounds = 0
         self._saved: tuple[int, int | None] | None = None
         self._accepted: collections.deque[tuple[float, int]] = collections.deque()  # (sent at, level)
@@ -84,14 +111,21 @@ class ProviderCapacity:
         rpm: float | None = None,
         tpm: float | None = None,
         learned: LearnedLimits | None = None,
+        time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> ProviderCapacity:
-        """Limits from the user's caps (`--provider-concurrency`, `--rpm`, `--tpm`) and a warm start."""
+        """Limits from the user's caps (`--provider-concurrency`, `--rpm`, `--tpm`) and a warm start.
+
+        `time_scale` multiplies every delay of the paces' own (backoffs, probe intervals), as
+        HFBATCH_TIME_SCALE does the runner's; Retry-After values come to `on_rate_limited` scaled.
+        """
         ceiling = None if learned is None else learned.concurrency
         rate = None if learned is None else learned.rate
         token_rate = None if learned is None else learned.token_rate
         concurrency = ConcurrencyLimit(max_concurrency, ceiling=ceiling, clock=clock)
-        requests = RateLimit(maximum=None if rpm is None else rpm / 60.0, ceiling=rate, clock=clock)
+        requests = RateLimit(
+            maximum=None if rpm is None else rpm / 60.0, ceiling=rate, time_scale=time_scale, clock=clock
+        )
         tokens = None
         if tpm is not None or token_rate is not None:
             tokens = RateLimit(
@@ -99,6 +133,7 @@ class ProviderCapacity:
                 ceiling=token_rate,
                 burst=1.0,
                 learn=False,
+                time_scale=time_scale,
                 clock=clock,
             )
         return cls(concurrency, requests, tokens, clock=clock)
@@ -151,12 +186,17 @@ class ProviderCapacity:
 
     def _slot(self, cost: float, paced: bool) -> Slot:
         level = self.concurrency.in_flight - self._pacing
-        return Slot(level, self.concurrency.limit, self._clock(), cost, paced)
+        slot = Slot(level, self.concurrency.limit, self._clock(), cost, paced)
+        self.evidence.sent(slot)
+        return slot
 
     def release(self, slot: Slot) -> None:
         """Give the slot's place back (idempotent; every `on_*` call does it too)."""
         if not slot.released:
             slot.released = True
+            if slot.outcome is Outcome.PENDING:
+                self.evidence.dropped(slot)
+            self.evidence.ended(slot)
             self.concurrency.release()
 
     # --- what happened ----------------------------------------------------------------------------
@@ -171,7 +211,13 @@ class ProviderCapacity:
     ) -> None:
         """The request was answered (2xx); `tokens` is its usage, `hint` its rate-limit headers."""
         now = self._clock()
+        self.evidence.taken(slot)
         self.concurrency.on_success(slot.level, now - slot.sent_at if latency is None else latency, slot.limit)
+        if self.concurrency.probe_level is None:
+            self._probe = None
+        elif self._probe is None and self.concurrency.ceiling is not None:
+            # A probe begins. Its yardstick is below the ceiling, which itself may have been a lucky probe.
+            self._probe = self.evidence.baseline(self.concurrency.ceiling + 1, self.concurrency.ceiling)
         self.requests.on_success(sent_at=slot.sent_at)
         if self.tokens is not None and tokens is not None:
             self.tokens.correct(slot.cost, tokens)
@@ -194,11 +240,18 @@ class ProviderCapacity:
         retry_after: float | None = None,
         hint: RateHint | None = None,
     ) -> Blame:
-        """The request was answered 429; return which limit it was put down to."""
+        """The request was answered 429; return which limit it was put down to (`Blame.CHANCE`: none).
+
+        `retry_after` (seconds, already scaled by the caller's time scale) pauses the provider
+        only when the 429 is put down to the pace (see the module docstring).
+        """
         if retry_after is None and hint is not None:
             retry_after = hint.retry_after
+        self.evidence.refused(slot)
         blame = self._blame(slot, hint)
-        if blame is Blame.CONCURRENCY:
+        if blame is Blame.CHANCE:
+            self.requests.note_refused(slot.sent_at)
+        elif blame is Blame.CONCURRENCY:
             self._on_place_refusal(slot)
         elif blame is Blame.TOKENS and self.tokens is not None:
             self.tokens.on_rate_limited(retry_after, sent_at=slot.sent_at)
@@ -228,6 +281,19 @@ class ProviderCapacity:
             return Blame.TOKENS
         if hint is not None and hint.requests_exhausted:
             return Blame.REQUESTS
+        blame = self._limit_at(slot)
+        if blame is Blame.CONCURRENCY:
+            ceiling = self.concurrency.ceiling
+            if self._probe is not None and ceiling is not None and slot.seen > ceiling:
+                return blame if self.evidence.probe_failed(slot, self._probe, PROBE_CHANCE) else Blame.CHANCE
+            return blame if self.evidence.is_cap(slot) else Blame.CHANCE
+        # Above the last pace that held, the pace is probing: failing that costs little.
+        if self.requests.above_ceiling:
+            return blame  # a probe of the pace failed, as it would against a window
+        return blame if self.evidence.is_run(slot) else Blame.CHANCE
+
+    def _limit_at(self, slot: Slot) -> Blame:
+        """Which limit a 429 would be about, if it is about one."""
         if slot.level <= self.concurrency.minimum:
             return Blame.REQUESTS
         if (slot.paced or self.requests.rate is not None) and slot.level < slot.limit:
@@ -244,20 +310,22 @@ class ProviderCapacity:
     def _recent_level(self, sent_at: float) -> int:
         """The highest level at which a request sent lately (around `sent_at`) was accepted."""
         since = sent_at - self._recent()
+        if self._streak_since is not None:
+            since = max(since, self._streak_since)  # what it took before places ran short says nothing now
         return max((level for t, level in self._accepted if t >= since), default=0)
 
     def _on_place_refusal(self, slot: Slot) -> None:
-        now = self._clock()
         if self._streak_since is None:
             self._streak_since = slot.sent_at
             self._rounds = 0
             self._saved = (self.concurrency.limit, self.concurrency.ceiling)
-        self.concurrency.on_rate_limited(slot.level)
-        if slot.sent_at >= self._reacted_at:
+        self.concurrency.on_rate_limited(slot.seen)
+        self._probe = None
+        if slot.seq > self._reacted:
             # Sent after our last cut, and still refused: a new round.
             self._rounds += 1
-            self._reacted_at = now
-            if self._rounds >= 2:
+            self._reacted = self.evidence.last_seq
+            if self._rounds >= HOLD_ROUNDS:
                 self.requests.hold()
 
     # --- what was learned --------------------------------------------------------------------------

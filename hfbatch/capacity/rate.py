@@ -19,6 +19,10 @@ While the pace binds and nothing is refused, it probes upward once per window (a
 least `PROBE_SECONDS`): in doubling steps while below the measured ceiling or on a
 first guess, by `PROBE_STEP` above it, and half as often after each episode at about
 the same rate. A window answers up to one window late, so probing faster overshoots.
+
+`time_scale` multiplies this pacer's own delays (the backoffs, the shortest probe
+interval) for tests; what the provider states or shows (Retry-After, header resets,
+the windows and rates measured) is taken as it comes.
 """
 
 from __future__ import annotations
@@ -62,11 +66,15 @@ class RateLimit:
         minimum: float = MIN_RATE,
         learn: bool = True,
         max_pause: float = defaults.MAX_RETRY_AFTER,
+        time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if maximum is not None and not maximum > 0:
             raise ValueError(f"maximum rate must be positive, got {maximum}")
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale}")
         self.maximum = maximum
+        self.time_scale = time_scale
         self.minimum = minimum
         self.learn = learn
         self.burst = max(1.0, burst)
@@ -123,6 +131,11 @@ class RateLimit:
     def probing(self) -> bool:
         """True while refusals go on and only one request goes per backoff."""
         return self._probing
+
+    @property
+    def above_ceiling(self) -> bool:
+        """True while the learned pace tries a rate above the last one that held (a probe upward)."""
+        return self.rate is not None and self.ceiling is not None and self.rate > self.ceiling
 
     # --- pacing ---------------------------------------------------------------------------------
 
@@ -255,7 +268,8 @@ class RateLimit:
             self._arm()
 
     def _backoff(self) -> float:
-        return min(BACKOFF_MAX, BACKOFF_START * 2.0 ** max(0, self._rounds - 1))
+        # The exponent is capped: refusals may go on for thousands of rounds (2.0 ** 1024 overflows).
+        return self.time_scale * min(BACKOFF_MAX, BACKOFF_START * 2.0 ** min(max(0, self._rounds - 1), 32))
 
     # --- learning -------------------------------------------------------------------------------
 
@@ -273,9 +287,7 @@ class RateLimit:
         now = self._clock()
         sent = now if sent_at is None else sent_at
         self._last_refused = now
-        self._refused.append(sent)
-        while self._refused and self._refused[0] < now - MAX_WINDOW:
-            self._refused.popleft()
+        self.note_refused(sent)
         if self._streak_since is None or not self._rate_episode:
             if self._streak_since is None:
                 self._streak_since = sent
@@ -295,6 +307,12 @@ class RateLimit:
             self._reacted_at = now
             self._pause(now + self._backoff())
             self._probing = True
+
+    def note_refused(self, sent_at: float) -> None:
+        """A request sent at `sent_at` was refused for another reason (by chance): not taken, nothing learned."""
+        self._refused.append(sent_at)
+        while self._refused and self._refused[0] < self._clock() - MAX_WINDOW:
+            self._refused.popleft()
 
     def hold(self, seconds: float | None = None) -> None:
         """Pause (for `seconds`, else the backoff), then let one request through per backoff until one is accepted.
@@ -400,7 +418,7 @@ class RateLimit:
             return  # not pacing anyone: no evidence a faster pace would be used
         # A window limit answers up to one window late: once the rate is measured, probe no faster than that.
         window = self.window if self._settled and self.window is not None else 0.0
-        interval = max(PROBE_SECONDS, window) * 2 ** min(self._fails, PROBE_BACKOFF_MAX)
+        interval = max(PROBE_SECONDS * self.time_scale, window) * 2 ** min(self._fails, PROBE_BACKOFF_MAX)
         if now - self._last_change < interval:
             return
         below = self.ceiling is not None and self.rate < self.ceiling

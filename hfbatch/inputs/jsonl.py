@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from hfbatch.errors import InputError
-from hfbatch.idset import IdSet
 from hfbatch.inputs.base import InputReader, check_readable, one_line
 from hfbatch.inputs.rows import BadRow, DoneRow, Row, RowBuilder, kind_of
 
@@ -84,7 +83,6 @@ class JsonlReader(InputReader):
         done: Container[Any] = self._builder.done or ()
         leading_id = _leading_id_pattern(self._builder.leading_id_key).match if done else None
         prefix = b"{" + json.dumps(self._builder.leading_id_key).encode() + b': "'
-        done_strings: Container[str] = done.strings if isinstance(done, IdSet) else done
         lineno = 0
         try:
             for raw in stream:
@@ -98,7 +96,7 @@ class JsonlReader(InputReader):
                 item: Row | BadRow | DoneRow
                 if leading_id is not None:
                     key = _leading_id(raw, prefix, leading_id)
-                    if key is not None and (key in done_strings if type(key) is str else key in done):
+                    if key is not None and key in done:
                         yield DoneRow(index, key)
                         index += 1
                         continue

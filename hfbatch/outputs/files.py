@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -122,8 +122,18 @@ class OutputFiles:
                     "write it elsewhere (its next run would read it as input)"
                 )
 
-    def prepare(self, settings: dict[str, Any], fingerprint: dict[str, Any], *, restart: bool, force: bool) -> None:
+    def prepare(
+        self,
+        settings: dict[str, Any],
+        fingerprint: dict[str, Any],
+        *,
+        restart: bool,
+        force: bool,
+        input_grew: Callable[[Any], str | None] | None = None,
+    ) -> None:
         """Start over (`restart`), or check that adding to the existing output is sound; UsageError if not.
+
+        `input_grew` tells an input that only grew from one that changed (`manifest.check_manifest`).
 
         Starting over keeps the earlier results (paid for) as `<output>.bak` (and the journal's
         as `<journal>.bak`), replacing an older backup; the other files are removed.
@@ -136,7 +146,7 @@ class OutputFiles:
             manifest.remove_outputs([p.errors, p.stats, p.manifest, p.timeline])
             return
         try:
-            resuming = manifest.check_manifest(p.output, settings, fingerprint, force=force)
+            resuming = manifest.check_manifest(p.output, settings, fingerprint, force=force, input_grew=input_grew)
         except UsageError:
             if self._holds_results():
                 raise
@@ -230,6 +240,13 @@ class OutputFiles:
                 self._errors.close()
         if self._journal is not None:
             self.format.finalize(self.paths.output, self.paths.journal)
+
+    def abandon(self) -> None:
+        """Close the journal and the errors file without making the final output (for a caller that discards them)."""
+        for f in (self._journal, self._errors):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
 
     def write_stats(self, data: dict[str, Any]) -> None:
         """Write the stats file atomically."""

@@ -7,7 +7,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,18 @@ def _describe(value: Any) -> str:
     return "unset" if value is None else repr(value)
 
 
-def check_manifest(output: Path, settings: dict[str, Any], fingerprint: dict[str, Any], *, force: bool) -> bool:
+def check_manifest(
+    output: Path,
+    settings: dict[str, Any],
+    fingerprint: dict[str, Any],
+    *,
+    force: bool,
+    input_grew: Callable[[Any], str | None] | None = None,
+) -> bool:
     """Check that resuming `output` with these settings is sound; True when there is something to resume.
 
-    Raises UsageError naming what changed, unless `force`.
+    Raises UsageError naming what changed, unless `force`. An input whose fingerprint differs is
+    accepted when `input_grew(old_fingerprint)` returns None (it only grew); else its reason is given.
     """
     path = manifest_path(output)
     try:
@@ -55,7 +63,11 @@ def check_manifest(output: Path, settings: dict[str, Any], fingerprint: dict[str
         if old_settings.get(key) != settings.get(key):
             changes.append(f"{key} was {_describe(old_settings.get(key))}, now {_describe(settings.get(key))}")
     if old.get("input") != fingerprint:
-        changes.append("the input file changed since this output was started")
+        why: str | None = "the input file changed since this output was started"
+        if input_grew is not None:
+            why = input_grew(old.get("input"))
+        if why is not None:
+            changes.append(why)
     if changes:
         raise UsageError(
             f"{output} was started with other settings: {'; '.join(changes)}. "

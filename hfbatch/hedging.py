@@ -1,0 +1,178 @@
+"""Hedged requests for the tail of a run: a second try elsewhere for a request that is taking too long.
+
+Once the input is drained (a worker finds no row left), a few slow requests set the
+run's end. From then on, a request in flight longer than `HEDGE_FACTOR` times its
+provider's p99 latency gets a hedge: the same request on another provider with room
+now (the same provider if none has), if any has room. The first success wins; the
+other request is cancelled. A hedge that fails is dropped and the first request goes
+on, so hedging never fails a row nor changes its retries.
+
+Hedging costs nothing per request before the tail: the first request is awaited by
+its own worker, as always, and only registered here (`track`). A winning hedge
+cancels that await; `HedgedRequest.result` tells the worker's cancellation from any
+other (a stop, a deadline) and gives it the hedge's reply.
+
+A cancelled request may still be billed by its provider (it was generating): the
+stats count such requests (`cancelled`), and the cost counts only replies received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from hfbatch.errors import APIError, HfbatchError
+
+if TYPE_CHECKING:
+    from hfbatch.provider_pool import Lease, ProviderPool
+    from hfbatch.wire import ChatResult
+
+__all__ = ["HEDGE_FACTOR", "HEDGE_MIN_SAMPLES", "HedgedRequest", "Hedger", "hedge_delay"]
+
+HEDGE_FACTOR = 3.0  # a request this many p99 latencies old is hedged (in the tail)
+HEDGE_MIN_SAMPLES = 20  # successes a provider needs before its p99 says what is slow
+HEDGE_MIN_DELAY = 1.0  # seconds (times HFBATCH_TIME_SCALE): never hedge sooner
+
+
+def hedge_delay(p99: float | None, samples: int, time_scale: float = 1.0) -> float | None:
+    """Seconds after its send at which a request is hedged; None while too few replies say what is slow."""
+    if p99 is None or samples < HEDGE_MIN_SAMPLES:
+        return None
+    return max(HEDGE_MIN_DELAY * time_scale, HEDGE_FACTOR * p99)
+
+
+class HedgedRequest:
+    """One request in flight, as the hedger sees it: its worker, its providers, its send, and a hedge's reply."""
+
+    __slots__ = ("candidates", "hedge", "lease", "pool", "send", "sent_at", "task", "timer", "won")
+
+    def __init__(
+        self,
+        pool: ProviderPool,
+        lease: Lease,
+        candidates: Sequence[str],
+        send: Callable[[str], Awaitable[ChatResult]],
+        sent_at: float,
+    ) -> None:
+        self.pool = pool
+        self.lease = lease
+        self.candidates = candidates
+        self.send = send
+        self.sent_at = sent_at
+        self.task = asyncio.current_task()
+        self.timer: asyncio.TimerHandle | None = None
+        self.hedge: asyncio.Task[None] | None = None
+        self.won: ChatResult | None = None
+
+    def result(self) -> ChatResult | None:
+        """Called on a CancelledError around the first request: the hedge's reply if the cancel was the hedge's."""
+        if self.won is None or self.task is None:
+            return None
+        # Another cancel (a stop) on top of ours still stands: the caller re-raises.
+        if self.task.uncancel() > 0:
+            return None
+        self.pool.on_cancelled(self.lease)
+        return self.won
+
+
+class Hedger:
+    """Starts hedges for slow requests once the tail begins; owns every hedge task until it ends."""
+
+    def __init__(
+        self,
+        pool: ProviderPool,
+        *,
+        enabled: bool = True,
+        time_scale: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.enabled = enabled
+        self._scale = time_scale
+        self._clock = clock
+        self._flights: set[HedgedRequest] = set()
+        self._tail = False
+        self._tasks: asyncio.TaskGroup | None = None
+
+    def attach(self, tasks: asyncio.TaskGroup) -> None:
+        """Hedges run in the run's task group (a bug in one fails the run, as a worker's would)."""
+        self._tasks = tasks
+
+    @property
+    def in_tail(self) -> bool:
+        """True once the input is drained: slow requests are hedged from then on."""
+        return self._tail
+
+    def begin_tail(self) -> None:
+        """The input is drained: arm a hedge timer for every request in flight (idempotent)."""
+        if self._tail or not self.enabled:
+            return
+        self._tail = True
+        for flight in self._flights:
+            self._arm(flight)
+
+    @contextmanager
+    def track(
+        self, lease: Lease, candidates: Sequence[str], send: Callable[[str], Awaitable[ChatResult]]
+    ) -> Iterator[HedgedRequest | None]:
+        """Register the request the current task sends on `lease` for the time it is in flight."""
+        if not self.enabled:
+            yield None
+            return
+        flight = HedgedRequest(self.pool, lease, candidates, send, self._clock())
+        self._flights.add(flight)
+        if self._tail:
+            self._arm(flight)
+        try:
+            yield flight
+        finally:
+            self._flights.discard(flight)
+            if flight.timer is not None:
+                flight.timer.cancel()
+            if flight.hedge is not None and not flight.hedge.done():
+                flight.hedge.cancel()  # the first request answered first (or failed): the hedge loses
+
+    def _arm(self, flight: HedgedRequest) -> None:
+        provider = flight.lease.provider
+        p99, samples = self.pool.latency_p99(provider)
+        delay = hedge_delay(p99, samples, self._scale)
+        if delay is None or flight.timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        flight.timer = loop.call_at(loop.time() + max(0.0, flight.sent_at + delay - self._clock()), self._fire, flight)
+
+    def _fire(self, flight: HedgedRequest) -> None:
+        if flight not in self._flights or flight.hedge is not None or self._tasks is None:
+            return
+        first = flight.lease.provider
+        others = [p for p in flight.candidates if p != first]
+        lease = self.pool.try_acquire([*others, first])
+        if lease is None:
+            return  # nobody has room now: the first request goes on alone
+        flight.hedge = self._tasks.create_task(self._hedge(flight, lease))
+
+    async def _hedge(self, flight: HedgedRequest, lease: Lease) -> None:
+        provider = lease.provider
+        self.pool.on_hedge(provider)
+        started = time.monotonic()
+        try:
+            result = await flight.send(provider)
+        except APIError as exc:
+            self.pool.on_failure(lease, exc, time.monotonic() - started)
+            return  # the first request goes on; this one changes nothing for the row
+        except HfbatchError:
+            return  # not sent (the budget is spent): the first request goes on
+        except asyncio.CancelledError:
+            self.pool.on_cancelled(lease)
+            raise
+        finally:
+            self.pool.release(lease)
+        result.latency = time.monotonic() - started
+        self.pool.on_success(lease, result)
+        if flight in self._flights and flight.task is not None:
+            self.pool.on_hedge_won(provider)
+            flight.won = result
+            flight.task.cancel()
