@@ -8,6 +8,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -66,16 +67,42 @@ def run_measured(
     proc = subprocess.Popen(
         list(cmd), env=dict(env) if env is not None else None, stdout=stdout, stderr=stderr, cwd=cwd
     )
+    peak = _PeakWatcher(proc.pid)
+    peak.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
+    peak.stop.set()
+    peak.join()
     proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
     return ChildUsage(
         wall_s=wall,
         user_s=usage.ru_utime,
         sys_s=usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        # Linux keeps ru_maxrss across fork and exec: it is at least this script's own peak, so a
+        # child smaller than its parent would look as big. Its VmHWM, read while it runs, is its own.
+        peak_rss_mb=(peak.kb if peak.kb else usage.ru_maxrss) / 1024,  # kilobytes on Linux
         exit_code=proc.returncode,
     )
+
+
+class _PeakWatcher(threading.Thread):
+    """Reads a process's own peak RSS (VmHWM in /proc) every few milliseconds until told to stop."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.path = Path(f"/proc/{pid}/status")
+        self.stop = threading.Event()
+        self.kb = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(0.005):
+            try:
+                text = self.path.read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.kb = max(self.kb, int(line.split()[1]))
 
 
 def median_wall(cmd: Sequence[str], runs: int, *, env: Mapping[str, str] | None = None) -> float:
