@@ -220,6 +220,23 @@ def test_push_command_pushes_an_existing_output(sim: SimServer, inp: Path, tmp_p
     assert invoke(*args).exit_code == 0 and len(titles(sim)) == 2
 
 
+@pytest.mark.usefixtures("fast_time")
+def test_push_command_pushes_a_merged_shard_output(sim: SimServer, inp: Path, tmp_path: Path) -> None:
+    """Two shards merged with `hfbatch merge`, then pushed: the file reads back row for row, the card counts all."""
+    parts = [tmp_path / f"part-{k}.parquet" for k in range(2)]
+    for k, part in enumerate(parts):
+        spec = spec_for(sim, inp, part, push_to_hub=None, shard=f"{k}/2")
+        assert asyncio.run(run_job(spec)).exit_code is ExitCode.OK
+    merged = tmp_path / "merged.parquet"
+    assert invoke("merge", *map(str, parts), "--output", str(merged)).exit_code == 0
+    result = invoke("push", str(merged), REPO, "--hub-url", sim.hub_url)
+    assert result.exit_code == 0, result.output
+    assert pushed(sim, "data/merged.parquet") == pq.read_table(merged).to_pylist()
+    assert {r["id"] for r in pushed(sim, "data/merged.parquet")} == {r["id"] for r in ROWS}
+    card = hub_repos(sim).files(REPO)["README.md"].decode()
+    assert "120" in card and CARD_MARKER in card
+
+
 def test_push_command_keeps_the_users_own_card(sim: SimServer, tmp_path: Path) -> None:
     """A README.md hfbatch did not write is left as it is."""
     out = tmp_path / "o.jsonl"
