@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -17,6 +18,11 @@ import click
 
 from hfbatch.cli_tools import EXIT_ERROR, chat, mapping, models, run_async, sim
 from hfbatch.cli_tools import fail as _fail
+
+# The code of a failed push (errors.ExitCode.PUSH_FAILED), read here without importing the library.
+EXIT_PUSH_FAILED = 7
+# huggingface_hub's own progress bars would tear ours (it reads this when it is first imported).
+_HF_BARS_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -73,9 +79,10 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
     \b
     Exit codes: 0 all rows done; 1 done, some rows failed (see <output>.errors.jsonl);
     2 bad usage, job file or input, nothing sent (or the first rows all failed the same
-    way); 3 token missing or refused; 4 another run holds the output; 6 stopped by a failure
-    outside the rows (the endpoint, the Hub, the disk): results so far are kept; 130
-    interrupted (rerun the same command to resume). --dry-run exits 0 when the job is sound.
+    way); 3 token missing or refused; 4 another run holds the output; 5 a budget was reached;
+    6 stopped by a failure outside the rows (the endpoint, the Hub, the disk): results so far
+    are kept; 7 the run completed but --push-to-hub failed (the output is intact; rerun to
+    push); 130 interrupted (rerun the same command to resume). --dry-run exits 0 when the job is sound.
     """
     from hfbatch import events
     from hfbatch.dryrun import DryRunReport, dry_run, format_dry_run
@@ -127,6 +134,7 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        os.environ.setdefault(_HF_BARS_ENV, "1")
         try:
             report = await run_job(
                 spec, restart=restart, force=force, control=control, progress=progress, on_event=on_event
@@ -135,6 +143,9 @@ def run(ctx: click.Context, /, job: str | None, restart: bool, force: bool, as_j
             progress.close()
         if not json_logs:
             click.echo(format_table(report.stats), err=True)
+            pushed = report.stats.get("push") or {}
+            if pushed.get("commit") and report.exit_code != EXIT_PUSH_FAILED:
+                click.echo(f"hfbatch: pushed {pushed['rows']} rows to {pushed['repo']} ({pushed['url']})", err=True)
             for event in ended:
                 progress.event(event)
         return report
@@ -205,6 +216,50 @@ def status(output: str, as_json: bool) -> None:
             f"{(p.get('failures') or {}).get('429', 0)} rate-limited, limit {limit.get('limit', '-')}"
         )
     sys.exit(int(st.exit_code))
+
+
+@cli.command(short_help="Push an output, its stats and a dataset card to a Hub dataset repo.")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("repo")
+@click.option("--private", is_flag=True, help="Create the dataset repo private (when it does not exist yet).")
+@click.option("--hub-path", default=None, help="The output's path in the repo (default data/<output name>).")
+@click.option(
+    "--stats",
+    "stats_path",
+    type=click.Path(dir_okay=False),
+    help="The run's --stats, if moved (default: <output>.stats.json).",
+)
+@click.option("--hub-url", default=None, help="The Hub to push to (default HF_ENDPOINT, else https://huggingface.co).")
+@click.option("--api-key-env", default=None, help="Environment variable holding the token (default HF_TOKEN, ...).")
+def push(
+    output: str,
+    repo: str,
+    private: bool,
+    hub_path: str | None,
+    stats_path: str | None,
+    hub_url: str | None,
+    api_key_env: str | None,
+) -> None:
+    """Push OUTPUT, its stats and a dataset card to the Hub dataset repo REPO (ORG/NAME), running nothing.
+
+    \b
+    The repo is created if needed; one commit holds the three files. Exit codes: 0 pushed;
+    2 bad usage, or huggingface_hub missing (pip install 'hfbatch[hub]'); 3 no token;
+    4 a run is writing OUTPUT; 7 the Hub refused or failed (OUTPUT is untouched).
+    """
+    from hfbatch.push import PushResult, PushTarget, push_existing
+
+    os.environ.setdefault(_HF_BARS_ENV, "1")
+
+    async def go() -> PushResult:
+        target = PushTarget.named(repo, hub_url=hub_url, api_key_env=api_key_env, private=private, path=hub_path)
+        stats = Path(stats_path) if stats_path else None
+        return await asyncio.to_thread(push_existing, Path(output), target, stats_path=stats)
+
+    result = run_async(go)
+    kept = "" if result.card else "; the repo's own README.md was kept"
+    click.echo(f"pushed {result.rows} rows of {output} to {result.repo_id}: {', '.join(result.files)}{kept}")
+    click.echo(result.url)
 
 
 @cli.command(short_help="Join shard outputs into one file, exactly once per id.")

@@ -29,6 +29,7 @@ from hfbatch.outputs import open_output
 from hfbatch.outputs.records import check_writable
 from hfbatch.preflight import RunPlan, open_client, plan_run
 from hfbatch.pricing import Price
+from hfbatch.push import PushTarget, check_push
 from hfbatch.retry import env_time_scale
 from hfbatch.shards import Shard, resolve_shard, spec_shard
 
@@ -125,14 +126,7 @@ class _Tally:
 
 
 def _input_spec(spec: JobSpec) -> InputSpec:
-    return InputSpec(
-        path=spec.input,
-        id_column=spec.id_column,
-        prompt_column=spec.prompt_column,
-        template=spec.template,
-        keep_columns=spec.keep_columns,
-        system=spec.system,
-    )
+    return InputSpec.from_job(spec)
 
 
 def _items(reader: InputReader, done: IdSet, shard: Shard | None = None) -> Iterator[Row | BadRow | DoneRow]:
@@ -223,6 +217,9 @@ def _estimate(name: str, plan: RunPlan, tally: _Tally, tokens: int, concurrency:
 async def dry_run(spec: JobSpec, *, restart: bool = False, force: bool = False) -> DryRunReport:
     """Check the job and estimate what it would send and spend; raise as a run would (UsageError: exit 2)."""
     spec = resolve_shard(spec)
+    push_to = PushTarget.from_job(spec)
+    if push_to is not None:
+        check_push(push_to)
     reader = open_input(_input_spec(spec))
     files = open_output(spec.output, errors=spec.errors, stats=spec.stats)
     files.check_distinct([reader.path, *reader.files()])

@@ -9,6 +9,7 @@ The tree::
     ├── LockedError                 exit 4: another run holds the output's lock
     ├── BudgetReached               exit 5: the next request would pass a budget cap
     ├── RunError                    exit 6: a failure outside the rows stopped a run (Hub, disk)
+    ├── PushError                   exit 7: the results are complete locally, but the push to the Hub failed
     └── APIError                    exit 1: a request failed; carries provider and HTTP status
         ├── AuthenticationError     exit 3: 401, or no token at all: stops a run
         ├── PaymentRequiredError    402: the provider's credits are exhausted
@@ -51,6 +52,7 @@ __all__ = [
     "ModelNotSupportedError",
     "PaymentRequiredError",
     "PermissionDeniedError",
+    "PushError",
     "RateLimitError",
     "RunError",
     "SamplingNotSupportedError",
@@ -70,6 +72,7 @@ class ExitCode(enum.IntEnum):
     LOCKED = 4  # another run holds the output's lock
     BUDGET = 5  # --max-cost, --max-requests or --max-tokens-total reached; rerun with a larger budget
     ERROR = 6  # a failure outside the rows (the Hub, the disk, a bug) stopped the run; rerun to resume
+    PUSH_FAILED = 7  # the run completed and its output is intact locally, but the push to the Hub failed
     INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; rerun to resume
 
 
@@ -148,6 +151,12 @@ class RunError(HfbatchError):
     """A failure that is not about any row (the Hub, the disk) stopped a run; what was done is saved."""
 
     exit_code = ExitCode.ERROR
+
+
+class PushError(HfbatchError):
+    """The push of an output to a Hub dataset repo failed; the local output is intact, and a rerun pushes it."""
+
+    exit_code = ExitCode.PUSH_FAILED
 
 
 class APIError(HfbatchError):

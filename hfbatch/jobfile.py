@@ -17,6 +17,7 @@ from typing import Any
 from hfbatch import defaults
 from hfbatch.credentials import check_url, looks_like_token
 from hfbatch.errors import JobSpecError
+from hfbatch.hubspec import check_hub_settings
 from hfbatch.jobspec import BY_KEY, ORDER_KEY, PROVIDER_FIELDS, JobField, JobSpec, ProviderSettings
 from hfbatch.route_order import ROUTES
 from hfbatch.shards import resolve_shard
@@ -67,7 +68,8 @@ def _coerce(source: str, f: JobField, value: Any, base: Path | None) -> Any:
             return value if value == "json" or path.is_absolute() or base is None else str(base / path)
         if f.kind == "path":
             path = Path(value).expanduser()
-            return path if path.is_absolute() or base is None else base / path
+            # A Hub dataset (hf://...) is not relative to the job file's folder.
+            return path if path.is_absolute() or base is None or value.startswith("hf://") else base / path
         return value
     if f.kind == "bool":
         if not isinstance(value, bool):
@@ -159,6 +161,7 @@ def _provider_tables(
 def _check_spec(spec: JobSpec) -> None:
     """Checks across settings, once they are merged."""
     source = spec.source
+    check_hub_settings(spec)
     if (spec.price_in is None) != (spec.price_out is None):
         raise JobSpecError(f"{source}: keys 'price_in' and 'price_out' are set together (a cost needs both)")
     if spec.log_format not in LOG_FORMATS:

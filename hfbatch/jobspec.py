@@ -80,10 +80,19 @@ class JobSpec:
 
     input: Path = setting(
         "path",
-        "Input file: .jsonl, .jsonl.gz, .parquet or a folder of .parquet parts. Required (here or in the job file).",
+        "Input: a .jsonl, .jsonl.gz or .parquet file, a folder of .parquet parts, or a Hub dataset "
+        "hf://datasets/ORG/NAME[@REVISION][/path or glob] (needs hfbatch[hub]). Required (here or in the job file).",
     )
     output: Path = setting(
         "path", "Output file: .jsonl or .parquet (by extension). Required (here or in the job file)."
+    )
+    split: str | None = setting(
+        "str", "Split of an hf:// input that has several (train, test, ...); default: the only one.", None
+    )
+    subset: str | None = setting(
+        "str",
+        "Subset (config) of an hf:// input with several; default: the one its card marks default, else the only one.",
+        None,
     )
     model: str | None = setting(
         "str",
@@ -97,8 +106,8 @@ class JobSpec:
     api_base: str = setting("url", "OpenAI-compatible base URL.", defaults.DEFAULT_API_BASE, in_manifest=True)
     hub_url: str | None = setting(
         "url",
-        "Hub URL for provider mappings. Default: $HF_ENDPOINT, else https://huggingface.co; with another "
-        "--api-base, no Hub.",
+        "Hub URL for provider mappings, hf:// inputs and pushes. Default: $HF_ENDPOINT, else "
+        "https://huggingface.co; with another --api-base, no Hub.",
         None,
     )
     api_key_env: str | None = setting(
@@ -264,6 +273,22 @@ class JobSpec:
     )
     errors: Path | None = setting("path", "Where failed rows go (default: <output>.errors.jsonl).", None)
     stats: Path | None = setting("path", "Where stats go (default: <output>.stats.json).", None)
+    push_to_hub: str | None = setting(
+        "str",
+        "Dataset repo ORG/NAME to push the output, its stats and a dataset card to when the run completes, "
+        "creating it if needed (needs hfbatch[hub]). Default: no push.",
+        None,
+    )
+    private: bool = setting("bool", "With --push-to-hub: create the dataset repo private.", False)
+    hub_path: str | None = setting(
+        "str", "With --push-to-hub: the output's path in the repo (default data/<output name>).", None
+    )
+    push_every: float | None = setting(
+        "float",
+        "With --push-to-hub: also push the results so far every this many minutes (default: at the end only).",
+        None,
+        minimum=1,
+    )
     output_format: str | None = setting(
         "str",
         "Output format: jsonl, parquet, or openai (OpenAI Batch API output lines, .jsonl). Default: by extension.",

@@ -23,13 +23,15 @@ from hfbatch.errors import (
 )
 from hfbatch.history import record
 from hfbatch.idset import IdSet
-from hfbatch.inputs import InputReader, InputSpec, Row, open_input
+from hfbatch.inputs import InputReader, InputSpec, Row, input_name, open_input
 from hfbatch.inputs.growth import input_growth
 from hfbatch.jobspec import JobSpec
 from hfbatch.learned_state import load_state, save_state
 from hfbatch.outputs import OutputFiles, open_output
 from hfbatch.preflight import open_client, plan_run
 from hfbatch.provider_pool import ProviderLimits, ProviderPool
+from hfbatch.push import PushTarget, check_push
+from hfbatch.push_run import RunPusher
 from hfbatch.retry import env_time_scale
 from hfbatch.routes import Routes
 from hfbatch.samples import RowSender
@@ -74,16 +76,11 @@ async def run_job(
     spec = resolve_shard(spec)  # K/N from --shard auto, and {shard} in paths (build_spec did it for the CLI)
     control = control or RunControl()
     stats = RunStats()
-    in_spec = InputSpec(
-        path=spec.input,
-        id_column=spec.id_column,
-        prompt_column=spec.prompt_column,
-        template=spec.template,
-        keep_columns=spec.keep_columns,
-        system=spec.system,
-    )
     params = spec.request_params()  # a bad response_format file is a usage error before anything is opened
-    reader = open_input(in_spec)
+    push_to = PushTarget.from_job(spec)
+    if push_to is not None:
+        check_push(push_to)  # huggingface_hub installed and a token at hand, before anything is sent
+    reader = open_input(InputSpec.from_job(spec))
     if spec.model is None:
         _check_rows_name_a_model(reader, spec)
     files = open_output(spec.output, errors=spec.errors, stats=spec.stats, format=spec.output_format)
@@ -91,7 +88,7 @@ async def run_job(
     try:
         with reader, files:
             return await _run_files(
-                spec, params, reader, files, restart, force, control, progress, stats, started, on_event
+                spec, params, reader, files, restart, force, control, progress, stats, started, on_event, push_to
             )
     except OSError as exc:
         # The disk filled up or went away: what was flushed before is safe, and a rerun resumes.
@@ -131,6 +128,7 @@ async def _run_files(
     stats: RunStats,
     started: float,
     on_event: events.OnEvent | None = None,
+    push_to: PushTarget | None = None,
 ) -> RunReport:
     """The run itself, with the input open and the output's lock held."""
     settings = spec.manifest_settings()
@@ -163,7 +161,14 @@ async def _run_files(
                     "supports_structured_output: false); drop --response-format or pick --providers; nothing was sent"
                 )
         files.start(settings, fingerprint)
-        run = Workers(spec, params, model, providers, pool, stats, done, control, progress, routes, sender)
+
+        def now() -> dict[str, Any]:
+            return _report(spec, stats, providers, started, ExitCode.OK, None).stats
+
+        pusher = None
+        if push_to is not None:
+            pusher = RunPusher(push_to, spec.output, every_minutes=spec.push_every, stats_now=now, scale=scale)
+        run = Workers(spec, params, model, providers, pool, stats, done, control, progress, routes, sender, pusher)
         try:
             code, message = await run.execute(reader, files)
         finally:
@@ -174,7 +179,11 @@ async def _run_files(
         # The file adds this run to the earlier ones; the report (and the table printed) is this run's.
         changeable = {k: v for k, v in spec.public_settings().items() if k not in settings}
         paths = files.paths
-        files.write_stats(record(paths.stats, paths.timeline, report.stats, run=run.run_id, settings=changeable))
+        written = record(paths.stats, paths.timeline, report.stats, run=run.run_id, settings=changeable)
+        files.write_stats(written)
+        if pusher:
+            # The stats file as written (every run into this output) goes with the data.
+            await pusher.finish(report, written, files.write_stats)
         if model is not None:
             save_state(api.api_base, model, pool.learned())
         if on_event is not None:
@@ -246,7 +255,7 @@ def _report(
     extra = {
         "model": spec.model,
         "provider_order": providers,
-        "input": str(spec.input),
+        "input": input_name(spec.input),
         "output": str(spec.output),
         "exit_code": int(code),
         "stopped_because": message,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfbatch.errors import (
     APIError,
@@ -36,6 +36,9 @@ from hfbatch.samples import RowSender
 from hfbatch.shards import spec_shard
 from hfbatch.stats import RunStats
 from hfbatch.timeline import Timeline
+
+if TYPE_CHECKING:
+    from hfbatch.push_run import RunPusher
 
 __all__ = ["RunControl", "Workers"]
 
@@ -80,8 +83,11 @@ class Workers:
         progress: Callable[[RunStats], None] | None,
         routes: Routes,
         sender: RowSender,
+        pusher: RunPusher | None = None,
     ) -> None:
         self.spec = spec
+        #: --push-every's snapshots run beside the workers, in the same TaskGroup.
+        self.pusher = pusher
         self.api = sender.api
         self.routes = routes
         self.sender = sender
@@ -123,9 +129,10 @@ class Workers:
                 feeder = tg.create_task(self._feed(reader))
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
                 watcher = tg.create_task(self._watch_stop(feeder, workers))
+                pushing = [tg.create_task(self.pusher.keep_pushing())] if self.pusher else []
                 await asyncio.gather(*workers, return_exceptions=True)
                 # Workers are done: the last results reach the OS in files.close().
-                for t in (counter, flusher, watcher, feeder, recorder):
+                for t in (counter, flusher, watcher, feeder, recorder, *pushing):
                     t.cancel()
             timeline.write()  # the run's last counters
         except* AuthenticationError as group:

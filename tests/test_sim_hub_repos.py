@@ -416,3 +416,19 @@ def test_commit_refuses_lfs_pointers(sim: SimServer) -> None:
     with caught.value as error:
         assert error.code == 400 and b"LFS" in error.read()
     assert "big.parquet" not in hub_repos(sim).files("org/prompts")
+
+
+def test_validate_yaml_checks_a_dataset_cards_header(sim: SimServer) -> None:
+    """A README committed with a sound YAML header passes the Hub's check; a broken one is refused, unchanged."""
+    good = (
+        b"---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/*.parquet\n---\n# x\n"
+    )
+    api(sim).upload_file(path_or_fileobj=good, path_in_repo="README.md", repo_id="org/prompts", repo_type="dataset")
+    assert hub_repos(sim).files("org/prompts")["README.md"] == good
+    for bad in (b"---\ntags: [unclosed\n---\n", b"---\nconfigs:\n- data_files: x\n---\n", b"---\ntags: one\n---\n"):
+        with pytest.raises(ValueError, match=r"Invalid metadata in README\.md"):
+            api(sim).upload_file(
+                path_or_fileobj=bad, path_in_repo="README.md", repo_id="org/prompts", repo_type="dataset"
+            )
+    assert hub_repos(sim).files("org/prompts")["README.md"] == good
+    assert {r.status for r in hub_repos(sim).logged("validate_yaml")} == {200, 400}

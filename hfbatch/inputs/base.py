@@ -15,12 +15,18 @@ from collections.abc import Container, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hfbatch.errors import InputError
 from hfbatch.inputs.rows import BadRow, DoneRow, Row, RowBuilder
 
-__all__ = ["InputReader", "InputSpec", "check_readable", "file_fingerprint", "one_line"]
+if TYPE_CHECKING:
+    from hfbatch.jobspec import JobSpec
+
+__all__ = ["HUB_SCHEME", "InputReader", "InputSpec", "check_readable", "file_fingerprint", "input_name", "one_line"]
+
+#: Inputs on the Hub: `hf://datasets/ORG/NAME[@REVISION][/path or glob]`.
+HUB_SCHEME = "hf://"
 
 FINGERPRINT_CHUNK = 1 << 20
 
@@ -37,6 +43,27 @@ class InputSpec:
     template: str | None = None
     keep_columns: tuple[str, ...] = ()
     system: str | None = None
+    #: For `hf://` inputs: the Hub, the token's variable, and which split and subset (config) to read.
+    hub_url: str | None = None
+    api_key_env: str | None = None
+    split: str | None = None
+    subset: str | None = None
+
+    @classmethod
+    def from_job(cls, spec: JobSpec) -> InputSpec:
+        """What a job reads."""
+        return cls(
+            path=spec.input,
+            id_column=spec.id_column,
+            prompt_column=spec.prompt_column,
+            template=spec.template,
+            keep_columns=spec.keep_columns,
+            system=spec.system,
+            hub_url=spec.hub_url,
+            api_key_env=spec.api_key_env,
+            split=spec.split,
+            subset=spec.subset,
+        )
 
 
 class InputReader:
@@ -100,6 +127,14 @@ class InputReader:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
+
+
+def input_name(path: Path) -> str:
+    """The input as the user wrote it: a path, or an `hf://` URL (which `Path` folds to `hf:/`)."""
+    text = str(path)
+    if text.startswith("hf:/") and not text.startswith(HUB_SCHEME):
+        return HUB_SCHEME + text[len("hf:/") :]
+    return text
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from hfbatch.errors import InputError
 from hfbatch.inputs.base import InputReader, check_readable, one_line
 from hfbatch.inputs.rows import BadRow, DoneRow, Row, RowBuilder, kind_of
 
-__all__ = ["JsonlReader", "open_jsonl"]
+__all__ = ["JsonlReader", "check_keep_columns", "open_jsonl"]
 
 _SAMPLE_FOR_ESTIMATE = 4 << 20
 JSONL_READ_BUFFER = 1 << 20
@@ -65,6 +65,17 @@ class JsonlReader(InputReader):
         return round(size * lines / len(head))
 
     def _iter(self) -> Generator[Row | BadRow | DoneRow, None, None]:
+        try:
+            stream = _open_jsonl(self.path, self._gzipped)
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot be opened ({one_line(exc)})") from exc
+        with stream:
+            yield from self._stream_rows(stream, 0, "line", self.path)
+
+    def _stream_rows(
+        self, stream: BinaryIO, index: int, where: str, label: object
+    ) -> Generator[Row | BadRow | DoneRow, None, int]:
+        """The rows of one stream of lines, numbered from `index` and located as f"{where} N"; the next index."""
         build = self._builder.build
         loads = _DECODER.decode
         # A line whose leading id is already done is not parsed again: it was a valid row when it was
@@ -72,52 +83,51 @@ class JsonlReader(InputReader):
         done: Container[Any] = self._builder.done or ()
         leading_id = _leading_id_pattern(self._builder.leading_id_key).match if done else None
         prefix = b"{" + json.dumps(self._builder.leading_id_key).encode() + b': "'
-        index = 0
         lineno = 0
         try:
-            stream = _open_jsonl(self.path, self._gzipped)
-        except OSError as exc:
-            raise InputError(f"{self.path}: cannot be opened ({one_line(exc)})") from exc
-        with stream:
-            try:
-                for raw in stream:
-                    lineno += 1
-                    if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                        raw = raw[3:]
-                        if not raw:
-                            continue
-                    if raw.isspace():
+            for raw in stream:
+                lineno += 1
+                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[3:]
+                    if not raw:
                         continue
-                    item: Row | BadRow | DoneRow
-                    if leading_id is not None:
-                        key = _leading_id(raw, prefix, leading_id)
-                        if key is not None and key in done:
-                            yield DoneRow(index, key)
-                            index += 1
-                            continue
-                    try:
-                        obj = loads(raw.decode())
-                    except UnicodeDecodeError:
-                        item = BadRow(index, f"line {lineno}", "line is not valid UTF-8; save the file as UTF-8")
-                    except json.JSONDecodeError as exc:
-                        item = BadRow(index, f"line {lineno}", _json_reason(exc))
-                    except (ValueError, RecursionError) as exc:
-                        # Integers past Python's digit limit, or nesting deeper than the stack.
-                        reason = f"JSON cannot be read ({one_line(exc)})"
-                        item = BadRow(index, f"line {lineno}", reason)
+                if raw.isspace():
+                    continue
+                item: Row | BadRow | DoneRow
+                if leading_id is not None:
+                    key = _leading_id(raw, prefix, leading_id)
+                    if key is not None and key in done:
+                        yield DoneRow(index, key)
+                        index += 1
+                        continue
+                try:
+                    obj = loads(raw.decode())
+                except UnicodeDecodeError:
+                    item = BadRow(index, f"{where} {lineno}", "line is not valid UTF-8; save the file as UTF-8")
+                except json.JSONDecodeError as exc:
+                    item = BadRow(index, f"{where} {lineno}", _json_reason(exc))
+                except (ValueError, RecursionError) as exc:
+                    # Integers past Python's digit limit, or nesting deeper than the stack.
+                    reason = f"JSON cannot be read ({one_line(exc)})"
+                    item = BadRow(index, f"{where} {lineno}", reason)
+                else:
+                    if type(obj) is dict:
+                        item = build(obj, index, where, lineno)
                     else:
-                        if type(obj) is dict:
-                            item = build(obj, index, "line", lineno)
-                        else:
-                            reason = f"line is {kind_of(obj)}, not a JSON object; write each row as {{...}}"
-                            item = BadRow(index, f"line {lineno}", reason)
-                    yield item
-                    index += 1
-            except (OSError, EOFError, zlib.error) as exc:
-                raise InputError(
-                    f"{self.path}: reading failed after line {lineno} ({one_line(exc)}); "
-                    "the file is truncated or corrupt, so re-create or re-download it"
-                ) from exc
+                        reason = f"line is {kind_of(obj)}, not a JSON object; write each row as {{...}}"
+                        item = BadRow(index, f"{where} {lineno}", reason)
+                yield item
+                index += 1
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self._read_failed(label, lineno, exc) from exc
+        return index
+
+    def _read_failed(self, label: object, lineno: int, exc: BaseException) -> InputError:
+        """The error for a stream that broke after `lineno` lines."""
+        return InputError(
+            f"{label}: reading failed after line {lineno} ({one_line(exc)}); "
+            "the file is truncated or corrupt, so re-create or re-download it"
+        )
 
 
 def open_jsonl(path: Path, builder: RowBuilder, *, keep_columns: tuple[str, ...] = ()) -> JsonlReader:
@@ -131,29 +141,34 @@ def open_jsonl(path: Path, builder: RowBuilder, *, keep_columns: tuple[str, ...]
 
 def _check_keep_columns(path: Path, gzipped: bool, keep: tuple[str, ...]) -> None:
     """InputError when a column to keep is in none of the first rows: a typo must not give an all-null column."""
+    with _open_jsonl(path, gzipped) as stream:
+        check_keep_columns(path, stream, keep)
+
+
+def check_keep_columns(label: object, stream: BinaryIO, keep: tuple[str, ...]) -> None:
+    """InputError when a column to keep is in none of the first rows of `stream` (JSONL lines)."""
     wanted = set(keep)
     seen: dict[str, None] = {}
     read = lineno = 0
-    with _open_jsonl(path, gzipped) as stream:
-        for lineno, raw in enumerate(stream):
-            read += len(raw)
-            try:
-                obj = json.loads(raw.decode("utf-8-sig" if lineno == 0 else "utf-8"))
-            except (ValueError, RecursionError):
-                obj = None  # a bad row is reported when the run reaches it
-            if type(obj) is dict:
-                seen.update(dict.fromkeys(obj))
-                if wanted <= seen.keys():
-                    return
-            if lineno + 1 >= KEEP_SNIFF_LINES or read >= KEEP_SNIFF_BYTES:
-                break
+    for lineno, raw in enumerate(stream):
+        read += len(raw)
+        try:
+            obj = json.loads(raw.decode("utf-8-sig" if lineno == 0 else "utf-8"))
+        except (ValueError, RecursionError):
+            obj = None  # a bad row is reported when the run reaches it
+        if type(obj) is dict:
+            seen.update(dict.fromkeys(obj))
+            if wanted <= seen.keys():
+                return
+        if lineno + 1 >= KEEP_SNIFF_LINES or read >= KEEP_SNIFF_BYTES:
+            break
     lacking = [c for c in keep if c not in seen]
     names = list(seen)
     shown = ", ".join(names[:_SHOWN_COLUMNS]) + (", ..." if len(names) > _SHOWN_COLUMNS else "")
     close = [m for c in lacking for m in difflib.get_close_matches(c, names, n=1)]
     hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
     raise InputError(
-        f"{path}: --keep-columns names {', '.join(map(repr, lacking))}, which no row has in the first "
+        f"{label}: --keep-columns names {', '.join(map(repr, lacking))}, which no row has in the first "
         f"{lineno + 1} lines{hint} (columns seen: {shown or 'none'}); fix --keep-columns"
     )
 

@@ -6,8 +6,10 @@ to a row range and memory stays at one batch however large the input.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from pathlib import Path
+import contextlib
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path, PurePath
 from typing import Any
 
 from hfbatch.errors import InputError
@@ -15,7 +17,7 @@ from hfbatch.inputs.base import InputReader, InputSpec, check_readable, one_line
 from hfbatch.inputs.rows import ROW_PARAMS, BadRow, DoneRow, Row, RowBuilder
 from hfbatch.template import Template
 
-__all__ = ["ParquetReader", "open_parquet", "parquet_parts"]
+__all__ = ["ParquetReader", "check_parts", "open_parquet", "parquet_parts"]
 
 # Rows converted to Python objects at a time; a batch is the unit of Parquet memory.
 PARQUET_BATCH_ROWS = 1024
@@ -26,28 +28,40 @@ _SHOWN_COLUMNS = 20
 
 
 class ParquetReader(InputReader):
-    """A checked Parquet file or folder of parts."""
+    """A checked Parquet file or folder of parts (or, in a subclass, remote files: `_open_part`)."""
 
     format = "parquet"
 
-    def __init__(self, path: Path, *, builder: RowBuilder, parts: tuple[Path, ...], columns: tuple[str, ...]) -> None:
+    def __init__(
+        self, path: Path, *, builder: RowBuilder, parts: tuple[PurePath, ...], columns: tuple[str, ...]
+    ) -> None:
         super().__init__(path, builder=builder)
         self._parts = parts
         self._columns = columns
-        self._folder = path.is_dir()
+        self._folder = len(parts) > 1 or path.is_dir()
 
     def estimate_rows(self) -> int | None:
         """The exact row count, from the parts' metadata."""
         total = 0
         for part in self._parts:
-            pf = _open_parquet(part)
-            total += pf.metadata.num_rows
-            pf.close()
+            with self._open_part(part) as pf:
+                total += pf.metadata.num_rows
         return total
 
     def files(self) -> tuple[Path, ...]:
         """The part files, in name order (or the one file)."""
-        return self._parts
+        return tuple(p for p in self._parts if isinstance(p, Path))
+
+    def _open_part(self, part: PurePath) -> AbstractContextManager[Any]:
+        """A `pyarrow.parquet.ParquetFile` of one part, closed on exit; InputError if it cannot be opened."""
+        return _local_part(part)
+
+    def _read_failed(self, part: PurePath, first: int, size: int, group: int, exc: Exception) -> InputError:
+        """The error for a row group that cannot be read."""
+        return InputError(
+            f"{part}: rows {first}-{first + size - 1} (row group {group}) cannot be read "
+            f"({one_line(exc)}); the file is corrupt, so re-export it"
+        )
 
     def _iter(self) -> Generator[Row | BadRow | DoneRow, None, None]:
         import pyarrow as pa
@@ -57,8 +71,7 @@ class ParquetReader(InputReader):
         index = 0
         for part in self._parts:
             where = f"{part.name} row" if self._folder else "row"
-            pf = _open_parquet(part)
-            try:
+            with self._open_part(part) as pf:
                 metadata = pf.metadata
                 first = 0  # row number within this part of the current row group's first row
                 for group in range(metadata.num_row_groups):
@@ -75,17 +88,12 @@ class ParquetReader(InputReader):
                                 break
                             records = batch.to_pylist()
                         except (pa.ArrowException, OSError, ValueError) as exc:
-                            raise InputError(
-                                f"{part}: rows {first}-{first + size - 1} (row group {group}) cannot be read "
-                                f"({one_line(exc)}); the file is corrupt, so re-export it"
-                            ) from exc
+                            raise self._read_failed(part, first, size, group, exc) from exc
                         for obj in records:
                             yield build(obj, index, where, number)
                             index += 1
                             number += 1
                     first += size
-            finally:
-                pf.close()
 
 
 def open_parquet(path: Path, spec: InputSpec, builder: RowBuilder, template: Template | None) -> ParquetReader:
@@ -98,7 +106,7 @@ def open_parquet(path: Path, spec: InputSpec, builder: RowBuilder, template: Tem
             )
     else:
         parts = (path,)
-    columns = _check_parquet(path, parts, spec, template)
+    columns, _ = check_parts(path, parts, _checked_local_part, spec, template)
     return ParquetReader(path, builder=builder, parts=parts, columns=columns)
 
 
@@ -116,6 +124,21 @@ def _is_part(name: str) -> bool:
     return name.lower().endswith(".parquet") and name[0] not in "._"
 
 
+@contextlib.contextmanager
+def _local_part(part: PurePath) -> Iterator[Any]:
+    pf = _open_parquet(Path(part))
+    try:
+        yield pf
+    finally:
+        pf.close()
+
+
+def _checked_local_part(part: PurePath) -> AbstractContextManager[Any]:
+    if check_readable(Path(part)) == 0:
+        raise InputError(f"{part}: is empty (0 bytes); re-export it or remove it")
+    return _local_part(part)
+
+
 def _open_parquet(path: Path) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -128,20 +151,21 @@ def _open_parquet(path: Path) -> Any:
         ) from exc
 
 
-def _check_parquet(path: Path, parts: tuple[Path, ...], spec: InputSpec, template: Template | None) -> tuple[str, ...]:
-    """Validate every part and return the columns to read, in schema order."""
+def check_parts(
+    path: PurePath | str,
+    parts: tuple[PurePath, ...],
+    open_part: Callable[[PurePath], AbstractContextManager[Any]],
+    spec: InputSpec,
+    template: Template | None,
+) -> tuple[tuple[str, ...], int]:
+    """Validate every part (opened with `open_part`); return the columns to read, in schema order, and the rows."""
     schema: Any = None
     first_part = parts[0]
     rows = 0
     for part in parts:
-        if check_readable(part) == 0:
-            raise InputError(f"{part}: is empty (0 bytes); re-export it or remove it")
-        pf = _open_parquet(part)
-        try:
+        with open_part(part) as pf:
             part_schema = pf.schema_arrow
             rows += pf.metadata.num_rows
-        finally:
-            pf.close()
         if schema is None:
             schema = part_schema
         elif (difference := _schema_difference(schema, part_schema)) is not None:
@@ -183,7 +207,7 @@ def _check_parquet(path: Path, parts: tuple[Path, ...], spec: InputSpec, templat
     wanted.update((spec.id_column,) if spec.id_column is not None else ("id", "custom_id"))
     if not fields:
         wanted.update((spec.prompt_column, "messages", "body", "url", "method"))
-    return tuple(n for n in names if n in wanted)
+    return tuple(n for n in names if n in wanted), rows
 
 
 def _schema_difference(expected: Any, actual: Any) -> str | None:

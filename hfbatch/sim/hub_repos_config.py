@@ -47,6 +47,7 @@ HUB_ENDPOINTS = (
     "resolve",
     "preupload",
     "commit",
+    "validate_yaml",
 )
 # The Hub's rule for a namespace or a repo name.
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")

@@ -2,7 +2,8 @@
 
 Reads: repo info (`/api/datasets/{repo}[/revision/{rev}]`), tree listing (paged with `Link`),
 paths-info, commit list, and file download (`/datasets/{repo}/resolve/{rev}/{path}`, GET and
-HEAD, with byte ranges). Writes: `whoami-v2`, repo creation, pre-upload (which answers
+HEAD, with byte ranges). Writes: `whoami-v2`, repo creation, the dataset card's YAML check
+(`validate-yaml`, `hub_cards.py`), pre-upload (which answers
 `regular` for every file, so files travel base64-encoded inside the commit and neither Xet nor
 LFS is ever used) and the NDJSON commit. Tokens work as on the Hub: a wrong token is refused
 everywhere; without one, private repos look missing and gated files are refused; writes need it.
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hfbatch.sim.hub_cards import card_yaml_errors
 from hfbatch.sim.hub_repos import (
     DEFAULT_BRANCH,
     SIM_USER,
@@ -97,6 +99,7 @@ def add_hub_repo_routes(app: web.Application, state: SimState) -> None:
     app.router.add_get(_REPO + "/commits/{rev}", h.endpoint("commits", h.commits))
     app.router.add_post(_REPO + "/preupload/{rev}", h.endpoint("preupload", h.preupload))
     app.router.add_post(_REPO + "/commit/{rev}", h.endpoint("commit", h.commit))
+    app.router.add_post("/api/validate-yaml", h.endpoint("validate_yaml", h.validate_yaml))
     # add_get also answers HEAD, which hf_hub_download sends first for the file's metadata.
     app.router.add_get("/datasets/{ns}/{name}/resolve/{rev}/{path:.+}", h.endpoint("resolve", h.resolve))
 
@@ -299,6 +302,14 @@ class _RepoHandlers:
                 "pullRequestUrl": None,
             }
         )
+
+    async def validate_yaml(self, request: web.Request) -> web.Response:
+        """Check a README's YAML header, as huggingface_hub asks before committing one."""
+        content = (await _json_object(request)).get("content")
+        if not isinstance(content, str):
+            raise _Refusal(400, "'content' must be a string")
+        errors = [{"message": m} for m in card_yaml_errors(content)]
+        return web.json_response({"errors": errors, "warnings": []}, status=400 if errors else 200)
 
     def _no_pull_requests(self, request: web.Request) -> None:
         if _flag(request, "create_pr"):
