@@ -257,19 +257,21 @@ async def _hedged(
 
     Raises `_Rescued` when the first request failed and its hedge, in flight then, answered.
     """
-    with hedger.track(lease, live, send) as flight:
-        try:
-            return await send(provider), False
-        except asyncio.CancelledError:
-            won = flight.result() if flight is not None else None
-            if won is None:
-                raise
-            return won, True
-        except APIError as exc:
-            rescued = await hedger.rescue(flight)
-            if rescued is None:
-                raise
-            raise _Rescued(exc, rescued) from None
+    flight = hedger.track(lease, live, send)
+    try:
+        return await send(provider), False
+    except asyncio.CancelledError:
+        won = flight.result() if flight is not None else None
+        if won is None:
+            raise
+        return won, True
+    except APIError as exc:
+        rescued = await hedger.rescue(flight)
+        if rescued is None:
+            raise
+        raise _Rescued(exc, rescued) from None
+    finally:
+        hedger.untrack(flight)
 
 
 async def _acquire_by(

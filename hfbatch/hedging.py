@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from hfbatch.errors import APIError, HfbatchError
@@ -117,26 +116,30 @@ class Hedger:
         for flight in self._flights:
             self._arm(flight)
 
-    @contextmanager
     def track(
         self, lease: Lease, candidates: Sequence[str], send: Callable[[str], Awaitable[ChatResult]]
-    ) -> Iterator[HedgedRequest | None]:
-        """Register the request the current task sends on `lease` for the time it is in flight."""
+    ) -> HedgedRequest | None:
+        """Register the request the current task sends on `lease`; `untrack` it when it is done.
+
+        A pair of calls, not a context manager: this runs for every request of the run.
+        """
         if not self.enabled:
-            yield None
-            return
+            return None
         flight = HedgedRequest(self.pool, lease, candidates, send, self._clock())
         self._flights.add(flight)
         if self._tail:
             self._arm(flight)
-        try:
-            yield flight
-        finally:
-            self._flights.discard(flight)
-            if flight.timer is not None:
-                flight.timer.cancel()
-            if flight.hedge is not None and not flight.hedge.done():
-                flight.hedge.cancel()  # the first request answered first (or failed): the hedge loses
+        return flight
+
+    def untrack(self, flight: HedgedRequest | None) -> None:
+        """The request `track` registered is done: no hedge for it, and a hedge under way loses."""
+        if flight is None:
+            return
+        self._flights.discard(flight)
+        if flight.timer is not None:
+            flight.timer.cancel()
+        if flight.hedge is not None and not flight.hedge.done():
+            flight.hedge.cancel()  # the first request answered first (or failed): the hedge loses
 
     def _arm(self, flight: HedgedRequest) -> None:
         provider = flight.lease.provider
@@ -187,5 +190,5 @@ class Hedger:
             return None
         flight.failed = True
         if not flight.hedge.done():
-            await asyncio.wait({flight.hedge})  # a stop cancels us here, and `track` the hedge
+            await asyncio.wait({flight.hedge})  # a stop cancels us here, and `untrack` the hedge
         return flight.won
