@@ -72,6 +72,7 @@ class HuggingFaceAPI:
         bill_to: str | None = None,
     ) -> None:
         self._api_key = api_key
+        self._key_secrets: tuple[str, ...] = () if api_key is None else (api_key,)
         #: The organization the router bills (sent as X-HF-Bill-To), or None for the token's owner.
         self.bill_to = bill_to
         self.api_base = check_url(api_base or defaults.DEFAULT_API_BASE, "api_base").rstrip("/")
@@ -103,6 +104,7 @@ class HuggingFaceAPI:
     @api_key.setter
     def api_key(self, value: str | None) -> None:
         self._api_key = value
+        self._key_secrets = () if value is None else (value,)
         self.hub.token = value
 
     # -- session ---------------------------------------------------------------------------
@@ -141,8 +143,8 @@ class HuggingFaceAPI:
         return self.model_aliases.get(model, model)
 
     def _secrets(self, api_key: str | None = None) -> tuple[str, ...]:
-        if api_key is None and self.api_key is not None:
-            return (self.api_key,)
+        if api_key is None:
+            return self._key_secrets  # every request of a run: built once
         return tuple(s for s in (api_key, self.api_key) if s)
 
     def _require_token(self, api_key: str | None) -> None:

@@ -25,7 +25,7 @@ import copy
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from hfbatch.errors import APIError, ModelNotSupportedError, RateLimitError
 from hfbatch.hedging import Hedger
@@ -168,15 +168,16 @@ async def call_with_failover(
     transient = 0
     cycles = 0
     last_error: APIError | None = None
-    retries: collections.Counter[str] = collections.Counter()  # on each provider, since the row came to it
+    retries: dict[str, int] = {}  # on each provider, since the row came to it
     tried: set[str] = set()  # providers whose retries this row has spent, this cycle
+    is_out = scheduler.is_out
     while True:
-        live = [p for p in providers if not scheduler.is_out(p)]
+        live = [p for p in providers if not is_out(p)]
         if not live:
             if last_error is not None and not isinstance(last_error, RateLimitError):
                 raise last_error
             raise _all_out(providers, scheduler)
-        candidates = [p for p in live if p not in tried]
+        candidates = [p for p in live if p not in tried] if tried else live
         if not candidates:
             # Every live provider has had its retries: come back to them after a pause.
             delay = backoff_delay(cycles, policy, rng)
@@ -192,19 +193,31 @@ async def call_with_failover(
         provider = lease.provider
         attempts += 1
         started = time.monotonic()
+        # With a hedger, the request is tracked so a hedge may answer for it (hfbatch.hedging).
+        # Inline rather than a helper coroutine: this runs for every request.
+        flight = None if hedger is None else hedger.track(cast(Any, lease), live, send)  # the pool's lease
         try:
-            if hedger is None:
+            try:
                 result = await send(provider)
-            else:
-                result, hedged = await _hedged(send, provider, lease, live, hedger)
-                if hedged:
-                    result.attempts = attempts + 1  # the hedge counted and answered for the pool
-                    return result
-        except _Rescued as rescued:
-            rescued.error.attempts = attempts
-            scheduler.on_failure(lease, rescued.error, time.monotonic() - started)
-            rescued.result.attempts = attempts + 1
-            return rescued.result
+            except asyncio.CancelledError:
+                won = None if flight is None else flight.result()
+                if won is None:
+                    raise
+                won.attempts = attempts + 1  # the hedge counted and answered for the pool
+                return won
+            except APIError as exc:
+                rescued = None if hedger is None else await hedger.rescue(flight)
+                if rescued is None:
+                    raise
+                raise _Rescued(exc, rescued) from None
+            finally:
+                if hedger is not None:
+                    hedger.untrack(flight)
+        except _Rescued as rescue:
+            rescue.error.attempts = attempts
+            scheduler.on_failure(lease, rescue.error, time.monotonic() - started)
+            rescue.result.attempts = attempts + 1
+            return rescue.result
         except APIError as exc:
             error = exc
             error.attempts = attempts
@@ -217,7 +230,7 @@ async def call_with_failover(
         finally:
             scheduler.release(lease)
         last_error = error
-        decision = decide(error, retries[provider], policy, other_provider_ready=False, rng=rng)
+        decision = decide(error, retries.get(provider, 0), policy, other_provider_ready=False, rng=rng)
         if decision.action in (Action.STOP_RUN, Action.FAIL_ROW):
             raise error
         if decision.action is Action.REQUEUE:
@@ -237,7 +250,7 @@ async def call_with_failover(
             tried.add(provider)
             continue
         scheduler.on_retry(provider, decision.delay, error)
-        retries[provider] += 1
+        retries[provider] = retries.get(provider, 0) + 1
         await sleep(decision.delay)
 
 
@@ -248,30 +261,6 @@ class _Rescued(Exception):
         super().__init__(error.message)
         self.error = error
         self.result = result
-
-
-async def _hedged(
-    send: Send, provider: str, lease: Any, live: Sequence[str], hedger: Hedger
-) -> tuple[ChatResult, bool]:
-    """`send(provider)`, tracked by `hedger`; the reply, and whether it is a hedge's (the first was cancelled).
-
-    Raises `_Rescued` when the first request failed and its hedge, in flight then, answered.
-    """
-    flight = hedger.track(lease, live, send)
-    try:
-        return await send(provider), False
-    except asyncio.CancelledError:
-        won = flight.result() if flight is not None else None
-        if won is None:
-            raise
-        return won, True
-    except APIError as exc:
-        rescued = await hedger.rescue(flight)
-        if rescued is None:
-            raise
-        raise _Rescued(exc, rescued) from None
-    finally:
-        hedger.untrack(flight)
 
 
 async def _acquire_by(

@@ -160,32 +160,42 @@ class ProviderPool:
         Benched candidates are skipped until their cool-down ends; `cost` is the request's
         estimated tokens, booked against a token pace when one is set.
         """
+        if self._stopped:
+            raise asyncio.CancelledError("the run is stopping")
+        if self._run_requests is None and self._run_tokens is None:
+            lease = self.try_acquire(candidates, cost)
+            if lease is not None:
+                return lease  # room now: nothing waited, nothing to register
         started = self._clock()
-        with self._waiter():
+        # Registered as waiting so a stop can wake it (as `_waiter` does, inline: this runs for most rows).
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting.add(task)
+        states = self._states
+        try:
             if self._run_requests is not None:
                 await self._run_requests.wait()
             if self._run_tokens is not None and cost > 0:
                 await self._run_tokens.wait(cost)
-            lease = await self._acquire(candidates, cost)
-        self.stats.capacity_wait += self._clock() - started
-        return lease
-
-    async def _acquire(self, candidates: Sequence[str], cost: float) -> Lease:
-        while True:
-            now = self._clock()
-            ready = [p for p in candidates if self._states[p].out is None and self._states[p].benched_until <= now]
-            if not ready:
-                waiting = [self._states[p].benched_until for p in candidates if self._states[p].out is None]
-                # Every candidate is benched (the loop never passes only providers that are out).
-                await asyncio.sleep(max(0.0, min(waiting, default=now) - now))
-                continue
-            index, slot = await acquire_any([self._states[p].capacity for p in ready], cost)
-            provider = ready[index]
-            state = self._states[provider]
-            if state.out is not None or state.benched_until > self._clock():
+            while True:
+                now = self._clock()
+                ready = [p for p in candidates if states[p].out is None and states[p].benched_until <= now]
+                if not ready:
+                    waiting = [states[p].benched_until for p in candidates if states[p].out is None]
+                    # Every candidate is benched (the loop never passes only providers that are out).
+                    await asyncio.sleep(max(0.0, min(waiting, default=now) - now))
+                    continue
+                index, slot = await acquire_any([states[p].capacity for p in ready], cost)
+                provider = ready[index]
+                state = states[provider]
+                if state.out is None and state.benched_until <= self._clock():
+                    break
                 state.capacity.on_dropped(slot)  # it went out or was benched while we waited
-                continue
-            return Lease(provider, slot, cost)
+        finally:
+            if task is not None:
+                self._waiting.discard(task)
+        self.stats.capacity_wait += self._clock() - started
+        return Lease(provider, slot, cost)
 
     def try_acquire(self, candidates: Sequence[str], cost: float = 0.0) -> Lease | None:
         """A slot on the first candidate with room now (not out, not benched), else None; waits for nothing."""

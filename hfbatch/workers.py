@@ -1,6 +1,7 @@
-"""A run's workers: the feeder, `concurrency` workers in a TaskGroup, stop handling, and each row's fate.
+"""A run's workers: `concurrency` workers in a TaskGroup, the input they share, stop handling, each row's fate.
 
-A feeder reads the input into a bounded queue; workers take rows from it and send each
+A worker that is free reads the next row to send from the input (shared by all: no feeder
+task and no queue to hand rows over, so nothing is read ahead of the workers) and sends it
 through the `RowSender` (fail-over, samples, structured output); results go to the
 `OutputFiles`, which hand them to the OS in the tick they arrive. Nothing here prints.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from hfbatch.errors import (
@@ -99,7 +100,12 @@ class Workers:
         self.control = control
         self.progress = progress or (lambda s: None)
         self.params = params
-        self.queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=spec.concurrency * 2)
+        #: The input's items, numbered from 1, shared by the workers (set by `execute`).
+        self._items: Iterator[tuple[int, Row | BadRow | DoneRow]] = iter(())
+        #: The ids of the rows to run; a done id is claimed in `done` instead, so it is not held twice.
+        self._ids = IdSet()
+        #: Set when no more rows may start: the input is drained, or the run is stopping.
+        self._closed = False
         #: Second tries of slow requests once the input is drained (`--hedge`, on by default).
         self.hedger = Hedger(pool, enabled=spec.hedge)
         #: Why the run stopped early because no provider was left, if it did.
@@ -126,13 +132,14 @@ class Workers:
                 timeline = Timeline(files.paths.timeline, self.stats, self.pool.limits_now)
                 self.run_id = timeline.run
                 recorder = tg.create_task(timeline.keep_writing())
-                feeder = tg.create_task(self._feed(reader))
+                done = self.done if self.shard is None else self.shard.skip_others(self.done)
+                self._items = enumerate(reader.rows(done or None), 1)
                 workers = [tg.create_task(self._work()) for _ in range(self.spec.concurrency)]
-                watcher = tg.create_task(self._watch_stop(feeder, workers))
+                watcher = tg.create_task(self._watch_stop(workers))
                 pushing = [tg.create_task(self.pusher.keep_pushing())] if self.pusher else []
                 await asyncio.gather(*workers, return_exceptions=True)
                 # Workers are done: the last results reach the OS in files.close().
-                for t in (counter, flusher, watcher, feeder, recorder, *pushing):
+                for t in (counter, flusher, watcher, recorder, *pushing):
                     t.cancel()
             timeline.write()  # the run's last counters
         except* AuthenticationError as group:
@@ -161,30 +168,36 @@ class Workers:
         total = await asyncio.to_thread(reader.estimate_rows)
         self.stats.rows_total = total if total is None or self.shard is None else round(total / self.shard.n)
 
-    async def _watch_stop(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
+    async def _watch_stop(self, workers: list[asyncio.Task[None]]) -> None:
         await self.control.draining.wait()
-        feeder.cancel()
+        self._closed = True  # no row starts from now on
         # Rows waiting for capacity or a retry have nothing in flight: they stop now, left for a rerun.
         self.pool.stop_waiting()
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        for _ in workers:
-            self.queue.put_nowait(None)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.spec.grace):
                 await self.control.now.wait()
         for w in workers:
             w.cancel()
 
-    async def _feed(self, reader: InputReader) -> None:
-        # The ids of the rows to run; a done id is claimed in `done` instead, so it is not held twice.
-        add = IdSet().add
+    async def _next_row(self) -> Row | None:
+        """The next row to send, read by the worker that is free; None once the input is drained or the run stops.
+
+        Bad rows, rows done by an earlier run and rows of other shards are counted on the way.
+        The workers share one iterator: none is inside it while another waits here.
+        """
         claim = self.done.claim
+        add = self._ids.add
         stats = self.stats
-        n = 0
         shard = self.shard
-        done = self.done if shard is None else shard.skip_others(self.done)
-        for n, item in enumerate(reader.rows(done or None), 1):
+        skipped = 0
+        draining = self.control.draining
+        while not (self._closed or draining.is_set()):
+            found = next(self._items, None)
+            if found is None:
+                self._closed = True
+                break
+            n, item = found
+            stats.rows_seen = n
             if shard is not None and type(item) is not Row and shard.elsewhere(item, self.done):
                 stats.rows_other_shards += 1
             elif isinstance(item, BadRow):
@@ -197,16 +210,12 @@ class Workers:
                 elif isinstance(item, DoneRow):
                     stats.rows_skipped += 1
                 else:
-                    stats.rows_seen = n
                     self.fail_fast.row_read(item.index)
-                    await self.queue.put(item)
-                    continue
-            if n % 512 == 0:
-                stats.rows_seen = n
-                await asyncio.sleep(0)  # let workers run while skipping many rows
-        stats.rows_seen = n
-        for _ in range(self.spec.concurrency):
-            await self.queue.put(None)
+                    return item
+            skipped += 1
+            if skipped % 512 == 0:
+                await asyncio.sleep(0)  # let requests in flight go on while many rows are skipped
+        return None
 
     @staticmethod
     def _token_estimate(messages: list[Any], params: dict[str, Any]) -> float:
@@ -221,7 +230,7 @@ class Workers:
         self.progress(self.stats)
 
     async def _work(self) -> None:
-        while (row := await self.queue.get()) is not None:
+        while (row := await self._next_row()) is not None:
             await self._process(row)
         # No row left for this worker: the run's tail, where slow requests get hedged.
         self.hedger.begin_tail()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -270,3 +271,22 @@ def test_run_help_shows_every_default() -> None:
         name = field.flag[2:]
         shown = (name if field.default else f"no-{name}") if field.kind == "bool" else str(field.default)
         assert f"[default: {shown}]" in text, field.key
+
+
+def test_the_hfbatch_process_collects_young_objects_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `hfbatch` console script raises the young-generation GC threshold; a disabled collector stays off."""
+    from hfbatch import cli as cli_module
+
+    monkeypatch.setattr("sys.argv", ["hfbatch", "--version"])
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, before[1], before[2])
+        with pytest.raises(SystemExit):
+            cli_module.main()
+        assert gc.get_threshold() == (cli_module.GC_YOUNG_THRESHOLD, before[1], before[2])
+        gc.set_threshold(0, before[1], before[2])
+        with pytest.raises(SystemExit):
+            cli_module.main()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)

@@ -222,9 +222,11 @@ class ProviderCapacity:
         if self.tokens is not None and tokens is not None:
             self.tokens.correct(slot.cost, tokens)
             self.tokens.on_success(tokens, sent_at=slot.sent_at)
-        self._accepted.append((slot.sent_at, slot.level))
-        while self._accepted and self._accepted[0][0] < now - 2.0 * self._recent():
-            self._accepted.popleft()
+        accepted = self._accepted
+        accepted.append((slot.sent_at, slot.level))
+        since = now - 2.0 * self._recent()
+        while accepted and accepted[0][0] < since:
+            accepted.popleft()
         if self._streak_since is not None and slot.sent_at > self._streak_since:
             self._streak_since = None
             self._rounds = 0
@@ -370,18 +372,28 @@ async def acquire_any(capacities: Sequence[ProviderCapacity], cost: float = 0.0)
         _settle(capacities, fut, paced, keep=False)
         raise
     _settle(capacities, fut, paced, keep=True)
-    return won, await capacities[won]._paced_slot(cost, paced=held if won == paced else None)
+    cap = capacities[won]
+    if cap.tokens is None or cost <= 0:
+        # Nothing left to wait for (the pace held this place, or its turn is free now): no coroutine.
+        if won == paced:
+            cap._pacing -= 1
+            return won, cap._slot(cost, paced=held)
+        if cap.requests.take_now():
+            return won, cap._slot(cost, paced=False)
+    return won, await cap._paced_slot(cost, paced=held if won == paced else None)
 
 
 def _settle(capacities: Sequence[ProviderCapacity], fut: asyncio.Future[int], paced: int, *, keep: bool) -> None:
     """Leave every queue `fut` waits in; give back what it holds, except what it won if `keep`."""
     won = fut.result() if fut.done() and not fut.cancelled() else None
+    # The queue that granted `fut` has already dropped it.
     for i, cap in enumerate(capacities):
-        if i != paced:
+        if i != paced and i != won:
             cap.concurrency._leave(fut)
     if paced >= 0:
         cap = capacities[paced]
-        cap.requests._leave(fut)
+        if won != paced:
+            cap.requests._leave(fut)
         if won == paced and not keep:
             cap.requests._unbook()  # the turn came just as we were cancelled
         if won != paced or not keep:

@@ -124,8 +124,10 @@ class RateLimit:
     @property
     def pace(self) -> float | None:
         """Units per second sends are spaced at now (None: not paced)."""
-        rates = [r for r in (self.rate, self.maximum) if r is not None]
-        return min(rates) if rates else None
+        rate, maximum = self.rate, self.maximum
+        if rate is None or maximum is None:
+            return maximum if rate is None else rate
+        return min(rate, maximum)
 
     @property
     def probing(self) -> bool:
@@ -142,8 +144,7 @@ class RateLimit:
     def _ready_at(self) -> float:
         pace = self.pace
         at = max(self.paused_until, self._tat - ((self.burst - 1.0) / pace if pace else 0.0))
-        now = self._clock()
-        if self._out_of_budget(now) and self._budget is not None:
+        if self._budget is not None and self._out_of_budget(self._clock()):
             refilled = self._budget_until
             if self._refill > 0:
                 refilled = min(refilled, self._budget_at + (1.0 - self._budget) / self._refill)
@@ -172,6 +173,14 @@ class RateLimit:
             return False
         self._book(now, cost)
         return True
+
+    def take_now(self, cost: float = 1.0) -> bool:
+        """`wait` when it would not wait: take the turn if it is free now and nobody is queued; else False."""
+        start = self._clock()
+        if not self._waiters and self._ready_at() <= start:
+            self._book(start, cost)
+            return True
+        return False
 
     async def wait(self, cost: float = 1.0) -> bool:
         """Wait for this caller's turn, first come first served; True if the pace (not a pause) held it back."""
