@@ -100,6 +100,10 @@ class RateLimit:
         self._budget_at = -math.inf
         self._refill = 0.0
         self._sends: collections.deque[tuple[float, float]] = collections.deque()  # (send time, cost)
+        # Sends are kept `MAX_WINDOW` seconds once the provider has shown it limits us (a 429, rate
+        # headers); until then `MEASURE` seconds do (what a first cut measures), so a long run at a
+        # high rate that is never limited does not hold minutes of sends (300,000 at 2,500/s).
+        self._history = MEASURE
         self._refused: collections.deque[float] = collections.deque()  # send times of refused requests
         self._total_accepted = 0.0
         self._first_send: float | None = None
@@ -243,9 +247,11 @@ class RateLimit:
     def _book(self, start: float, cost: float) -> None:
         if self._first_send is None:
             self._first_send = start
-        self._sends.append((start, cost))
-        while self._sends and self._sends[0][0] < start - MAX_WINDOW:
-            self._sends.popleft()
+        sends = self._sends
+        sends.append((start, cost))
+        since = start - self._history
+        while sends[0][0] < since:
+            sends.popleft()  # never the send just added
         if self._budget is not None:
             self._budget -= cost
         pace = self.pace
@@ -319,6 +325,7 @@ class RateLimit:
 
     def note_refused(self, sent_at: float) -> None:
         """A request sent at `sent_at` was refused for another reason (by chance): not taken, nothing learned."""
+        self._history = MAX_WINDOW
         self._refused.append(sent_at)
         while self._refused and self._refused[0] < self._clock() - MAX_WINDOW:
             self._refused.popleft()
@@ -354,6 +361,7 @@ class RateLimit:
         """
         if remaining is None or reset is None:
             return
+        self._history = MAX_WINDOW
         now = self._clock()
         reset = min(max(0.0, reset), self.max_pause)
         later = 0.0
