@@ -356,8 +356,13 @@ class HuggingFaceAPI:
         Local files are read, off the event loop, only where `local_images` allows (a folder or a
         `LocalImages`; by default nowhere). Raises InputError for an image that may not be sent.
         """
-        out = trim_messages(messages, max_input_length) if max_input_length else list(messages)
+        out = self.fit_messages(messages, max_input_length)
         return attach_images(out, await image_urls(media, local_images)) if media else out
+
+    @staticmethod
+    def fit_messages(messages: Sequence[Message], max_input_length: int | None) -> list[Message]:
+        """`prepare_messages` for a prompt without media: trimmed to `max_input_length`, as a new list."""
+        return trim_messages(messages, max_input_length) if max_input_length else list(messages)
 
     async def chat(
         self,

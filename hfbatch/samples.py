@@ -182,9 +182,10 @@ class RowSender:
         check = self._check(params["response_format"]) if "response_format" in params else None
         if n == 1 and check is None:
             allow_empty = self.allow_empty
+            attempt = self._send if self.budget is None else self.attempt  # `attempt`, one call less
 
             def send(provider: str) -> Awaitable[ChatResult]:
-                return self.attempt(model, messages, provider, params, allow_empty=allow_empty)
+                return attempt(model, messages, provider, params, allow_empty=allow_empty)
 
             return call_with_failover(send, providers, self.policy, self.scheduler, **failover)
         return self._sampled(model, messages, params, providers, n, check, failover)

@@ -237,12 +237,15 @@ class Workers:
 
     async def _process(self, row: Row) -> None:
         try:
-            messages = await self.api.prepare_messages(
-                row.messages,
-                max_input_length=self.spec.max_input_length or None,
-                media=row.images or None,
-                local_images=self.spec.allow_local_images,
-            )
+            if row.images:
+                messages = await self.api.prepare_messages(
+                    row.messages,
+                    max_input_length=self.spec.max_input_length or None,
+                    media=row.images,
+                    local_images=self.spec.allow_local_images,
+                )
+            else:  # nothing to read: no coroutine
+                messages = self.api.fit_messages(row.messages, self.spec.max_input_length or None)
             if row.keep:
                 # Paid results must be writable: a kept value that cannot be is found before sending.
                 check_writable(row.keep)

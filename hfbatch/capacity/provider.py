@@ -155,12 +155,18 @@ class ProviderCapacity:
 
     def try_acquire(self, cost: float = 0.0) -> Slot | None:
         """A slot if a place is free and the paces allow a send now, else None (nothing taken)."""
-        if not self.has_room(cost):
+        # `has_room` and each limit's taking in one pass: this runs for every request.
+        concurrency = self.concurrency
+        if not concurrency.has_room():
             return None
-        self.concurrency.try_acquire()
-        self.requests.try_acquire()
-        if self.tokens is not None and cost > 0:
-            self.tokens.try_acquire(cost)
+        tokens = self.tokens if cost > 0 else None
+        if tokens is not None and not tokens.ready():
+            return None
+        if not self.requests.take_now():
+            return None
+        concurrency.in_flight += 1
+        if tokens is not None:
+            tokens.try_acquire(cost)
         return self._slot(cost, paced=False)
 
     async def acquire(self, cost: float = 0.0) -> Slot:
