@@ -71,8 +71,10 @@ class OutputFiles:
         self._good: int | None = None
         self._journal: Journal | None = None
         self._errors: ErrorLog | None = None
-        # Set when results wait to be flushed, while `keep_flushed` runs.
-        self._dirty: asyncio.Event | None = None
+        # While `keep_flushed` runs: its loop, whether a flush is due this tick, and a write that failed.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_due = False
+        self._failed: asyncio.Future[None] | None = None
 
     def __enter__(self) -> OutputFiles:
         stack = contextlib.ExitStack()
@@ -197,10 +199,22 @@ class OutputFiles:
         self._flush_soon()
 
     def _flush_soon(self) -> None:
-        if self._dirty is None:
+        if self._loop is None:
             self.flush()  # no flusher running (used outside a run): hand it over at once
-        else:
-            self._dirty.set()
+        elif not self._flush_due:
+            # One callback per tick, not a task to wake: this runs in every tick that finishes a row.
+            self._flush_due = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_due = False
+        failed = self._failed
+        if failed is None or failed.done():
+            return  # the run's flusher has ended (close() flushes the rest) or a write already failed
+        try:
+            self.flush()
+        except Exception as exc:
+            failed.set_exception(exc)  # raised by `keep_flushed`, in the run's task group
 
     async def keep_flushed(self) -> None:
         """Until cancelled, hand results to the OS in the event-loop tick after they arrive.
@@ -209,14 +223,15 @@ class OutputFiles:
         loses only requests still in flight. Run it as a task beside the workers; a write
         that fails (disk full) raises here and stops the run.
         """
-        self._dirty = dirty = asyncio.Event()
+        self._loop = loop = asyncio.get_running_loop()
+        self._failed = failed = loop.create_future()
         try:
-            while True:
-                await dirty.wait()
-                dirty.clear()
-                self.flush()
+            await failed
         finally:
-            self._dirty = None
+            self._loop = None
+            self._failed = None
+            if not failed.done():
+                failed.cancel()
 
     @property
     def pending(self) -> int:
