@@ -209,15 +209,14 @@ async def call_with_failover(
                 rescued = None if hedger is None else await hedger.rescue(flight)
                 if rescued is None:
                     raise
-                raise _Rescued(exc, rescued) from None
+                # The first request failed and its hedge answered: the failure is counted, the row is done.
+                exc.attempts = attempts
+                scheduler.on_failure(lease, exc, time.monotonic() - started)
+                rescued.attempts = attempts + 1
+                return rescued
             finally:
                 if hedger is not None:
                     hedger.untrack(flight)
-        except _Rescued as rescue:
-            rescue.error.attempts = attempts
-            scheduler.on_failure(lease, rescue.error, time.monotonic() - started)
-            rescue.result.attempts = attempts + 1
-            return rescue.result
         except APIError as exc:
             error = exc
             error.attempts = attempts
@@ -252,15 +251,6 @@ async def call_with_failover(
         scheduler.on_retry(provider, decision.delay, error)
         retries[provider] = retries.get(provider, 0) + 1
         await sleep(decision.delay)
-
-
-class _Rescued(Exception):
-    """The first request failed, and its hedge answered for the row."""
-
-    def __init__(self, error: APIError, result: ChatResult) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.result = result
 
 
 async def _acquire_by(

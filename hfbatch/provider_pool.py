@@ -167,12 +167,8 @@ class ProviderPool:
             if lease is not None:
                 return lease  # room now: nothing waited, nothing to register
         started = self._clock()
-        # Registered as waiting so a stop can wake it (as `_waiter` does, inline: this runs for most rows).
-        task = asyncio.current_task()
-        if task is not None:
-            self._waiting.add(task)
         states = self._states
-        try:
+        with self._waiter():
             if self._run_requests is not None:
                 await self._run_requests.wait()
             if self._run_tokens is not None and cost > 0:
@@ -191,9 +187,6 @@ class ProviderPool:
                 if state.out is None and state.benched_until <= self._clock():
                     break
                 state.capacity.on_dropped(slot)  # it went out or was benched while we waited
-        finally:
-            if task is not None:
-                self._waiting.discard(task)
         self.stats.capacity_wait += self._clock() - started
         return Lease(provider, slot, cost)
 

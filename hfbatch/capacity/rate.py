@@ -169,30 +169,26 @@ class RateLimit:
         """Seconds until a unit may go (0: now), callers already queued in `wait` aside."""
         return max(0.0, self._ready_at() - self._clock())
 
-    def try_acquire(self, cost: float = 1.0) -> bool:
-        """Take the turn now if it is free and nobody is queued in `wait`; else False, nothing taken."""
-        now = self._clock()
-        if self._waiters or self._ready_at() > now:
-            self._note_held(now)
-            return False
-        self._book(now, cost)
-        return True
-
     def take_now(self, cost: float = 1.0) -> bool:
-        """`wait` when it would not wait: take the turn if it is free now and nobody is queued; else False."""
+        """Take the turn if it is free now and nobody is queued in `wait`; else False, nothing taken or noted."""
         start = self._clock()
         if not self._waiters and self._ready_at() <= start:
             self._book(start, cost)
             return True
         return False
 
+    def try_acquire(self, cost: float = 1.0) -> bool:
+        """`take_now`, noting when the pace is what holds the send back (the pace binds: it may probe up)."""
+        if self.take_now(cost):
+            return True
+        self._note_held(self._clock())
+        return False
+
     async def wait(self, cost: float = 1.0) -> bool:
         """Wait for this caller's turn, first come first served; True if the pace (not a pause) held it back."""
-        start = self._clock()
-        if not self._waiters and self._ready_at() <= start:
-            self._book(start, cost)
+        if self.take_now(cost):
             return False
-        held = self._note_held(start)
+        held = self._note_held(self._clock())
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._join(fut, 0, cost)
         try:
