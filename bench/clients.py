@@ -1,12 +1,13 @@
 """The clients hfbatch is measured against, each run in its own process by `bench/run.py`.
 
-    python bench/clients.py bare|hf_hub|openai --input in.jsonl --output out.jsonl \
+    python bench/clients.py bare|bare_uv|hf_hub|openai --input in.jsonl --output out.jsonl \
         --api-base http://127.0.0.1:8099/v1 --model bench/model --concurrency 64 --max-tokens 16
 
 Each reads the JSONL line by line (`{"id", "prompt"}`), sends one chat completion per row with
 `concurrency` workers pulling from the one file iterator (a semaphore of `concurrency` without a task
 per row), and writes a JSONL of `{"id", "output"}`. At the end it prints one JSON line to stdout:
 the rows written and the seconds spent in the request loop (start-up and imports excluded).
+`bare_uv` is the bare loop on uvloop's event loop, as the `hfbatch` command runs when uvloop is installed.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ async def run_openai(args: argparse.Namespace, lines: Iterator[str], out: IO[str
 
 CLIENTS: dict[str, Callable[[argparse.Namespace, Iterator[str], IO[str]], Coroutine[Any, Any, tuple[int, float]]]] = {
     "bare": run_bare,
+    "bare_uv": run_bare,
     "hf_hub": run_hf_hub,
     "openai": run_openai,
 }
@@ -110,8 +112,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
 
+    loop_factory = asyncio.new_event_loop
+    if args.client == "bare_uv":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     with open(args.input, encoding="utf-8") as f, open(args.output, "w", encoding="utf-8") as out:
-        rows, loop_started = asyncio.run(CLIENTS[args.client](args, iter(f), out))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            rows, loop_started = runner.run(CLIENTS[args.client](args, iter(f), out))
     ended = time.perf_counter()
     print(json.dumps({"rows": rows, "loop_s": ended - loop_started}))
 

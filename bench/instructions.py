@@ -2,6 +2,7 @@
 
     python bench/instructions.py                      # latency 0, concurrency 64; needs valgrind
     python bench/instructions.py --small 1000 --large 4000 --only hfbatch
+    python bench/instructions.py --only bare_uv       # the bare loop on uvloop, as hfbatch runs with it
 
 On a shared machine wall and CPU times move by a factor of two within minutes; the instructions a
 process executes do not. Each client runs under `valgrind --tool=callgrind` over `--small` and
@@ -33,8 +34,8 @@ def count(client: str, rows: int, api_base: str, concurrency: int, workdir: Path
         make_jsonl(inp, rows)
     for old in workdir.glob(out.name + "*"):
         old.unlink()
-    if client == "bare":
-        cmd = [sys.executable, str(BENCH_DIR / "clients.py"), "bare"]
+    if client in ("bare", "bare_uv"):
+        cmd = [sys.executable, str(BENCH_DIR / "clients.py"), client]
     else:
         cmd = [sys.executable, "-m", "hfbatch", "run"]
     cmd += ["--input", str(inp), "--output", str(out), "--model", "bench/model", "--api-base", api_base]
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=4000)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--only", action="append", choices=("bare", "hfbatch"), help="only these clients")
+    parser.add_argument("--only", action="append", choices=("bare", "bare_uv", "hfbatch"), help="only these clients")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -76,6 +77,8 @@ def main() -> None:
             print(f"{client:8} {per_row[client]:>10,.0f} instructions per row, {fixed / 1e9:.2f} G fixed", flush=True)
     if "bare" in per_row and "hfbatch" in per_row:
         print(f"hfbatch / bare: {per_row['hfbatch'] / per_row['bare']:.2f}")
+    if "bare_uv" in per_row and "hfbatch" in per_row:
+        print(f"hfbatch / bare_uv: {per_row['hfbatch'] / per_row['bare_uv']:.2f}")
 
 
 if __name__ == "__main__":

@@ -35,14 +35,17 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def run_async(make: Callable[[], Coroutine[Any, Any, T]], on_error: Callable[[str, int], None] = fail) -> T:
-    """Run a coroutine; turn any error into one line and an exit code (HFBATCH_DEBUG=1: the traceback).
+    """Run a coroutine on the chosen event loop (`hfbatch.event_loop`); turn any error into one line and an exit code.
 
-    `on_error(message, code)` writes the line and exits (default: `hfbatch: error: ...` on stderr).
+    HFBATCH_DEBUG=1 shows the traceback instead. `on_error(message, code)` writes the line and exits
+    (default: `hfbatch: error: ...` on stderr).
     """
     from hfbatch.errors import AuthenticationError, HfbatchError
+    from hfbatch.event_loop import loop_factory
 
     try:
-        return asyncio.run(make())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(make())
     except KeyboardInterrupt:
         on_error("interrupted", EXIT_INTERRUPTED)
     except Exception as raised:

@@ -21,6 +21,7 @@ from hfbatch.errors import (
     RunError,
     UsageError,
 )
+from hfbatch.event_loop import running_loop_name
 from hfbatch.history import record
 from hfbatch.idset import IdSet
 from hfbatch.inputs import InputReader, InputSpec, Row, input_name, open_input
@@ -260,6 +261,7 @@ def _report(
         "exit_code": int(code),
         "stopped_because": message,
         "hfbatch_version": version(),
+        "event_loop": running_loop_name(),
         "settings": spec.public_settings(),
     }
     data = stats.to_dict(wall_time=time.monotonic() - started, extra=extra, limits=limits)
