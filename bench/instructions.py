@@ -37,7 +37,8 @@ def count(client: str, rows: int, api_base: str, concurrency: int, workdir: Path
     if client in ("bare", "bare_uv"):
         cmd = [sys.executable, str(BENCH_DIR / "clients.py"), client]
     else:
-        cmd = [sys.executable, "-m", "hfbatch", "run"]
+        # Each run starts cold: a limit learned by the run before would make the two runs differ in more than rows.
+        cmd = [sys.executable, "-m", "hfbatch", "run", "--no-learned-limits"]
     cmd += ["--input", str(inp), "--output", str(out), "--model", "bench/model", "--api-base", api_base]
     cmd += ["--concurrency", str(concurrency), "--max-tokens", "16"]
     report = workdir / f"callgrind-{client}-{rows}.out"

@@ -12,9 +12,8 @@ success between, or asking for a pause longer than `max_pause`, it is out for th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +45,25 @@ class Lease:
         self.provider = provider
         self.slot = slot
         self.cost = cost
+
+
+class _Waiting:
+    """While inside, the current task is in `waiting` (a class, not a generator: a row may enter it every time)."""
+
+    __slots__ = ("_task", "_waiting")
+
+    def __init__(self, waiting: set[asyncio.Task[Any]]) -> None:
+        self._waiting = waiting
+        self._task: asyncio.Task[Any] | None = None
+
+    def __enter__(self) -> None:
+        self._task = task = asyncio.current_task()
+        if task is not None:
+            self._waiting.add(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._waiting.discard(self._task)
 
 
 class _State:
@@ -133,6 +151,10 @@ class ProviderPool:
             if lim.tpm is not None:
                 self._tokens_paced.add(p)
             self.stats.provider(p).priced = self.prices.get(p) is not None
+        # Holding places back while latency grows serves spill-over: rows go to a provider with room. With
+        # one provider a row has nowhere else to go, and each place held back only parks a row here.
+        for s in self._states.values():
+            s.capacity.concurrency.follow_latency(len(self._states) > 1)
         # What the pool starts from (its user's limits, a warm start) is no news: only moves are.
         self._limits_seen = {**self.limits_now(), **self._limits_seen}
 
@@ -227,20 +249,11 @@ class ProviderPool:
         with self._waiter():
             await asyncio.sleep(delay)
 
-    @contextlib.contextmanager
-    def _waiter(self) -> Iterator[None]:
+    def _waiter(self) -> _Waiting:
         """Register the current task as waiting (for capacity or a retry), so a stop can wake it."""
         if self._stopped:
             raise asyncio.CancelledError("the run is stopping")
-        task = asyncio.current_task()
-        if task is None:
-            yield
-            return
-        self._waiting.add(task)
-        try:
-            yield
-        finally:
-            self._waiting.discard(task)
+        return _Waiting(self._waiting)
 
     def stop_waiting(self) -> None:
         """The run is stopping: cancel every row that waits (nothing of it is in flight); refuse new waits."""

@@ -51,13 +51,26 @@ class LatencyHistogram:
         if not self.count:
             return None
         rank = q / 100.0 * self.count
-        seen = 0
-        for index in sorted(self.buckets):
-            seen += self.buckets[index]
-            if seen >= rank:
-                # The bucket's geometric middle.
-                return float(_MIN_LATENCY * _BUCKET_GROWTH ** (index + 0.5))
-        return None
+        buckets = self.buckets
+        found = None
+        if q >= 50:
+            # The lowest bucket whose count with all below reaches the rank, found from the top:
+            # the p99 the adaptive timeout asks for often walks a handful of buckets, not hundreds.
+            below = self.count
+            for index in sorted(buckets, reverse=True):
+                if below < rank:
+                    break
+                found = index
+                below -= buckets[index]
+        else:
+            seen = 0
+            for index in sorted(buckets):
+                seen += buckets[index]
+                if seen >= rank:
+                    found = index
+                    break
+        # The bucket's geometric middle.
+        return None if found is None else float(_MIN_LATENCY * _BUCKET_GROWTH ** (found + 0.5))
 
     def summary(self) -> dict[str, float | None]:
         """p50, p95, p99 and mean, in seconds rounded to the millisecond's tenth."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 
 import pytest
 
@@ -193,3 +194,27 @@ async def test_the_run_wide_rpm_spaces_requests_out() -> None:
     for _ in range(5):
         await p.acquire(["a", "b"])
     assert loop.time() - started >= 0.035
+
+
+@pytest.mark.parametrize(("providers", "holds_back"), [(["a"], False), (["a", "b"], True)])
+def test_latency_holds_places_back_only_where_rows_can_spill_over(providers: list[str], holds_back: bool) -> None:
+    """A provider that queues past 16 stops slow start when others can take rows; alone it gets --concurrency."""
+    clock = Clock()
+    limits = dict.fromkeys(providers, ProviderLimits(concurrency=128))
+    p = ProviderPool(providers, RunStats(), limits=limits, clock=clock)
+    capacity = 16  # requests the provider serves at once; more only wait in its queue
+    in_flight: list[tuple[float, int, Lease]] = []  # (answered at, send order, lease)
+    sent = 0
+    while sent < 3000:
+        while (lease := p.try_acquire(["a"])) is not None:
+            sent += 1
+            latency = 0.1 * max(1.0, (len(in_flight) + 1) / capacity)
+            heapq.heappush(in_flight, (clock.now + latency, sent, lease))
+        answered_at, _, lease = heapq.heappop(in_flight)
+        clock.now = answered_at
+        p.on_success(lease, ChatResult("x", "stop", 1, 1, "a", "m", latency=answered_at - lease.slot.sent_at))
+    limit = p.capacity("a").concurrency.limit
+    if holds_back:
+        assert limit <= 2 * capacity
+    else:
+        assert limit == 128  # nothing refused: what the user allows

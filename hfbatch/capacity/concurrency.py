@@ -22,7 +22,9 @@ level where the rate last grew. Afterwards the limit stops probing upward while
 the average latency (over about `LATENCY_SAMPLES` successes) is `latency_tolerance`
 times its lowest: more places would only add waiting and, with several providers,
 hold rows back from one with room. The limit is never cut for latency, and single
-latencies are never compared: LLM outputs vary tenfold in length.
+latencies are never compared: LLM outputs vary tenfold in length. With
+`latency_tolerance` None (`follow_latency(False)`: a run with one provider, where a
+row held back has nowhere else to go) only 429s move the limit.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ class ConcurrencyLimit:
         self._best_level = self.limit
         self._flat_rounds = 0
 
+    def follow_latency(self, on: bool) -> None:
+        """Whether delivery and latency hold the limit back (see the module docstring), or only 429s."""
+        self.latency_tolerance = LATENCY_TOLERANCE if on else None
+
     def _clamp(self, n: int) -> int:
         return max(self.minimum, min(self.maximum, n))
 
@@ -199,7 +205,7 @@ class ConcurrencyLimit:
             self._step = min(self._step * 2, MAX_STEP)
             self._fails = 0
             self._count = 0
-        if self._slow_start:
+        if self._slow_start and self.latency_tolerance is not None:
             if self._plateaued():
                 self._end_slow_start(self._best_level)
                 return

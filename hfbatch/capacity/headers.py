@@ -118,20 +118,21 @@ def parse_ratelimit_headers(headers: Mapping[str, str], now: float | None = None
     return None if hint == RateHint() else hint
 
 
-# A reply with none of these says nothing about rate limits: most replies, checked in a few lookups.
-_RATE_HEADERS = (
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-remaining",
-    "ratelimit-remaining",
-    "retry-after",
-    "retry-after-ms",
+# A reply with none of these says nothing about rate limits: most replies, checked in one pass in C.
+_RATE_HEADERS = frozenset(
+    (
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-remaining",
+        "ratelimit-remaining",
+        "retry-after",
+        "retry-after-ms",
+    )
 )
 
 
 def hint_of(headers: Mapping[str, str]) -> RateHint | None:
     """What a reply's rate-limit headers say, or None when it has none."""
-    for name in _RATE_HEADERS:
-        if name in headers:
-            return parse_ratelimit_headers(headers, time.time())
-    return None
+    if _RATE_HEADERS.isdisjoint(map(str.lower, headers)):
+        return None
+    return parse_ratelimit_headers(headers, time.time())

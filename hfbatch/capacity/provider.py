@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -360,8 +361,13 @@ async def acquire_any(capacities: Sequence[ProviderCapacity], cost: float = 0.0)
         if slot is not None:
             return i, slot
     fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    roomy = [i for i, cap in enumerate(capacities) if cap.concurrency.has_room()]
-    paced = min(roomy, key=lambda i: capacities[i].delay_until_ready(cost), default=-1)
+    # The provider with a free place whose pace lets a request go soonest (the first such in order).
+    paced, soonest = -1, math.inf
+    for i, cap in enumerate(capacities):
+        if cap.concurrency.has_room():
+            delay = cap.delay_until_ready(cost)
+            if paced < 0 or delay < soonest:
+                paced, soonest = i, delay
     held = False
     if paced >= 0:
         cap = capacities[paced]
