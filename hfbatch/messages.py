@@ -45,6 +45,11 @@ def trim_messages(messages: Sequence[Message], max_input_length: int) -> list[Me
     over budget only when the other system messages alone leave no room; the last message's text
     is then empty. Returns a new list; the caller's list and messages are left as they were.
     """
+    if len(messages) == 1:
+        # Most rows are one prompt that fits: no sum over the messages for them.
+        content = messages[0].get("content")
+        if type(content) is str and len(content) + defaults.MESSAGE_OVERHEAD <= max_input_length:
+            return [messages[0]]
     total = calculate_length(messages)
     if total <= max_input_length or not messages:
         return list(messages)

@@ -21,7 +21,7 @@ from hfbatch import defaults, events
 from hfbatch.capacity import Blame, LearnedLimits, ProviderCapacity, RateLimit, Slot, acquire_any
 from hfbatch.errors import APIError, RateLimitError
 from hfbatch.pricing import Price, count_billed
-from hfbatch.stats import RunStats
+from hfbatch.stats import ProviderStats, RunStats
 from hfbatch.wire import ChatResult
 
 __all__ = ["Lease", "ProviderLimits", "ProviderPool"]
@@ -67,10 +67,11 @@ class _Waiting:
 
 
 class _State:
-    __slots__ = ("benched_until", "capacity", "consecutive", "out", "trips_in_row")
+    __slots__ = ("benched_until", "capacity", "consecutive", "out", "stats", "trips_in_row")
 
-    def __init__(self, capacity: ProviderCapacity) -> None:
+    def __init__(self, capacity: ProviderCapacity, stats: ProviderStats) -> None:
         self.capacity = capacity
+        self.stats = stats  # the provider's entry in the run's stats, looked up once
         self.benched_until = 0.0
         self.consecutive = 0
         self.trips_in_row = 0
@@ -147,10 +148,10 @@ class ProviderPool:
                 time_scale=self._scale,
                 clock=self._clock,
             )
-            self._states[p] = _State(capacity)
+            self._states[p] = _State(capacity, self.stats.provider(p))
             if lim.tpm is not None:
                 self._tokens_paced.add(p)
-            self.stats.provider(p).priced = self.prices.get(p) is not None
+            self._states[p].stats.priced = self.prices.get(p) is not None
         # Holding places back while latency grows serves spill-over: rows go to a provider with room. With
         # one provider a row has nowhere else to go, and each place held back only parks a row here.
         for s in self._states.values():
@@ -283,7 +284,7 @@ class ProviderPool:
         if provider in self._tokens_paced and result.prompt_tokens is not None:
             tokens = result.prompt_tokens + (result.completion_tokens or 0)
         s.capacity.on_success(lease.slot, result.latency, tokens=tokens, hint=result.hint)
-        st = self.stats.provider(provider)
+        st = s.stats
         st.requests += 1
         st.successes += 1
         st.latency.add(result.latency)
@@ -301,7 +302,7 @@ class ProviderPool:
         """Learn from a 429, trip the breaker on transient failures, count it."""
         provider = lease.provider
         s = self._states[provider]
-        st = self.stats.provider(provider)
+        st = s.stats
         st.requests += 1
         st.failures[error.kind] += 1
         if isinstance(error.billed, ChatResult):  # a whole reply that failed the row is billed too

@@ -146,7 +146,8 @@ class RateLimit:
     # --- pacing ---------------------------------------------------------------------------------
 
     def _ready_at(self) -> float:
-        pace = self.pace
+        rate, maximum = self.rate, self.maximum  # `pace`, inline: this runs for every send
+        pace = maximum if rate is None else rate if maximum is None or rate < maximum else maximum
         at = max(self.paused_until, self._tat - ((self.burst - 1.0) / pace if pace else 0.0))
         if self._budget is not None and self._out_of_budget(self._clock()):
             refilled = self._budget_until
@@ -250,7 +251,8 @@ class RateLimit:
             sends.popleft()  # never the send just added
         if self._budget is not None:
             self._budget -= cost
-        pace = self.pace
+        rate, maximum = self.rate, self.maximum  # `pace`, inline
+        pace = maximum if rate is None else rate if maximum is None or rate < maximum else maximum
         if self._probing:
             # Half-open: one request per backoff until one is accepted.
             self._probe_at = start + self._backoff()

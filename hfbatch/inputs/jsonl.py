@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from hfbatch.errors import InputError
 from hfbatch.inputs.base import InputReader, check_readable, one_line
 from hfbatch.inputs.rows import BadRow, DoneRow, Row, RowBuilder, kind_of
+from hfbatch.json_codec import loads_text
 
 __all__ = ["JsonlReader", "check_keep_columns", "open_jsonl"]
 
@@ -36,8 +37,6 @@ KEEP_SNIFF_LINES = 1000
 KEEP_SNIFF_BYTES = 4 << 20
 _SHOWN_COLUMNS = 20
 _GZIP_MAGIC = b"\x1f\x8b"
-# json.loads on a str only type-checks its argument and calls this; skipping that per line is free.
-_DECODER = json.JSONDecoder()
 
 
 class JsonlReader(InputReader):
@@ -77,7 +76,7 @@ class JsonlReader(InputReader):
     ) -> Generator[Row | BadRow | DoneRow, None, int]:
         """The rows of one stream of lines, numbered from `index` and located as f"{where} N"; the next index."""
         build = self._builder.build
-        loads = _DECODER.decode
+        loads = loads_text
         # A line whose leading id is already done is not parsed again: it was a valid row when it was
         # done, and the manifest checks the input has not changed since. This keeps a resume cheap.
         done: Container[Any] = self._builder.done or ()

@@ -19,6 +19,7 @@ __all__ = ["BadRow", "DoneRow", "Row", "RowBuilder", "template_fields"]
 # Per-row request overrides read from a row's top level. Kept short on purpose: a top-level
 # column is often plain user data, so only names that can mean nothing else are taken.
 ROW_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+_ROW_PARAM_SET = frozenset(ROW_PARAMS)
 
 # Chat-completion body keys taken from an OpenAI batch line. `stream` is the job's business,
 # `model` is the row's only when the job names none; anything unknown is dropped rather than sent blind.
@@ -165,10 +166,11 @@ class RowBuilder:
                 raise _Bad(f"'system' is {kind_of(system)}, not a string")
             if system and messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": system}, *messages]
-            for key in ROW_PARAMS:
-                value = obj.get(key)
-                if value is not None:
-                    params[key] = _check_param(key, value)
+            if not _ROW_PARAM_SET.isdisjoint(obj):  # most rows set none: one pass in C
+                for key in ROW_PARAMS:
+                    value = obj.get(key)
+                    if value is not None:
+                        params[key] = _check_param(key, value)
             images = obj.get("images")
             if images is None:
                 images = []

@@ -26,6 +26,7 @@ from typing import Any
 
 from hfbatch.errors import UsageError
 from hfbatch.idset import IdSet
+from hfbatch.json_codec import compact_encoder
 
 __all__ = ["IdScanner", "Journal", "dumps", "scan_journal"]
 
@@ -33,7 +34,7 @@ _SCAN_BLOCK = 4 << 20
 
 # default=str: kept Parquet columns may hold dates or decimals, which JSON has no type for.
 # Built once: json.dumps with any option set builds a new encoder on every call.
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=str).encode
+dumps = compact_encoder((", ", ": "), default=str)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""JSON on the per-row path: the standard library's C encoder and decoder, without their per-call Python layers.
+
+`json.JSONEncoder.encode` builds a new C encoder on every call, and `json.loads` of bytes
+first sniffs their encoding in Python; for a request body and a result record per row
+that is some 150 bytecodes of Python each time. `compact_encoder` builds the C encoder
+once (where this Python has it, and only if it encodes a probe exactly as the stdlib
+does; else the stdlib's `encode` is used); `loads_text` calls the C scanner at once;
+`loads_reply` decodes UTF-8 directly, which is what RFC 8259 requires of JSON between
+systems (any other encoding goes the stdlib's way). Both accept and reject what `json` does, with one difference: the
+encoder does not look for reference cycles, so a cyclic value raises RecursionError,
+not ValueError (what is encoded here was read from JSON, or built from it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from json import encoder as _stdlib_encoder
+from typing import Any
+
+__all__ = ["compact_encoder", "loads_reply", "loads_text"]
+
+_PROBE: Any = {"a": [1, 2.5, None, True, float("inf")], 'é\n"': {"x": "\ud800"}, "n": -0.0, "s": ""}
+_decoder = json.JSONDecoder()
+_decode = _decoder.decode
+_scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]  # not in the stubs
+_JSON_SPACE = " \t\n\r"
+_OPENERS = (b"{", b"[")
+
+
+def compact_encoder(separators: tuple[str, str], default: Callable[[Any], Any] | None = None) -> Callable[[Any], str]:
+    """`json.JSONEncoder(ensure_ascii=False, separators=..., default=...).encode`, its C encoder built once."""
+    stdlib = json.JSONEncoder(ensure_ascii=False, separators=separators, default=default)
+    make = getattr(_stdlib_encoder, "c_make_encoder", None)
+    if make is None:
+        return stdlib.encode
+    try:
+        # The arguments JSONEncoder.iterencode passes (Python 3.11 to 3.14), without the cycle markers.
+        iterencode = make(
+            None,
+            stdlib.default,
+            _stdlib_encoder.encode_basestring,
+            None,
+            stdlib.key_separator,
+            stdlib.item_separator,
+            stdlib.sort_keys,
+            stdlib.skipkeys,
+            stdlib.allow_nan,
+        )
+
+        def encode(value: Any) -> str:
+            return "".join(iterencode(value, 0))
+
+        if encode(_PROBE) != stdlib.encode(_PROBE):
+            return stdlib.encode
+    except Exception:  # another Python's C encoder: the stdlib's own way is always right
+        return stdlib.encode
+    return encode
+
+
+def loads_text(text: str) -> Any:
+    """`json.loads(text)`, with one call into the C scanner when the text is one value (and JSON spaces after it)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return _decode(text)  # leading space, or nothing JSON can read: json reads it, or raises its error
+    if end != len(text) and text[end:].strip(_JSON_SPACE):
+        return _decode(text)  # more after the value: json's "Extra data"
+    return value
+
+
+def loads_reply(raw: bytes) -> Any:
+    """`json.loads(raw)`: a body that starts as UTF-8 JSON does is decoded directly, any other as json does."""
+    if raw[:1] in _OPENERS and raw[1:2] != b"\x00":  # not UTF-16 or 32, no byte order mark
+        return loads_text(raw.decode("utf-8", "surrogatepass"))
+    return json.loads(raw)
