@@ -44,6 +44,7 @@ PROBE_BACKOFF_MAX = 3  # failed probes at one ceiling stretch the interval up to
 MAX_STEP = 8  # places added by one probe after a run of successful probes
 LATENCY_TOLERANCE = 2.0  # average latency over its lowest: above this, no probing up
 LATENCY_SAMPLES = 100  # the average is over about this many successes (a plain mean until then)
+_LATENCY_WEIGHT = 1.0 / LATENCY_SAMPLES
 PLATEAU_GROWTH = 1.25  # a slow-start round must raise successes per second by this much, ...
 PLATEAU_ROUNDS = 2  # ... or, after this many such rounds in a row (the limit held for the second), slow start ends
 
@@ -281,13 +282,19 @@ class ConcurrencyLimit:
         return self.latency_tolerance is not None and self._flat_rounds >= PLATEAU_ROUNDS
 
     def _observe_latency(self, latency: float) -> None:
-        if not math.isfinite(latency) or latency <= 0:
+        if not 0.0 < latency < math.inf:  # NaN fails it too
             return
-        self._samples += 1
-        weight = max(1.0 / self._samples, 1.0 / LATENCY_SAMPLES)
-        self._ewma = latency if self._ewma is None else self._ewma + weight * (latency - self._ewma)
-        if self._samples >= LATENCY_SAMPLES // 5:
-            self._baseline = self._ewma if self._baseline is None else min(self._baseline, self._ewma)
+        n = self._samples = self._samples + 1
+        ewma = self._ewma
+        if ewma is None:
+            ewma = latency
+        else:
+            ewma += (1.0 / n if n < LATENCY_SAMPLES else _LATENCY_WEIGHT) * (latency - ewma)
+        self._ewma = ewma
+        if n >= LATENCY_SAMPLES // 5:
+            base = self._baseline
+            if base is None or ewma < base:
+                self._baseline = ewma
 
     def _queueing(self) -> bool:
         tol, ewma, base = self.latency_tolerance, self._ewma, self._baseline
