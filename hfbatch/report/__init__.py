@@ -14,7 +14,7 @@ Inputs (all keys optional):
 stats (`<output>.stats.json`, `hfbatch.stats.RunStats.to_dict` plus what the runner adds)::
 
     {"model": str, "provider_order": [str], "input": str, "output": str,
-     "exit_code": int, "stopped_because": str | null, "hfbatch_version": str,
+     "exit_code": int, "stopped_because": str | null, "hfbatch_version": str, "event_loop": str,
      "settings": {name: value},             # secrets are hidden by name, tokens masked by shape
      "wall_time_s": float, "rows_per_second": float,
      "rows": {"seen", "done", "failed", "bad_input", "skipped_already_done": int},
