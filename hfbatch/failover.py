@@ -172,7 +172,8 @@ async def call_with_failover(
     tried: set[str] = set()  # providers whose retries this row has spent, this cycle
     is_out = scheduler.is_out
     while True:
-        live = [p for p in providers if not is_out(p)]
+        # Most rows meet no provider that is out: the route as given, without building a list.
+        live = [p for p in providers if not is_out(p)] if any(map(is_out, providers)) else providers
         if not live:
             if last_error is not None and not isinstance(last_error, RateLimitError):
                 raise last_error

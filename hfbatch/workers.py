@@ -185,8 +185,6 @@ class Workers:
         Bad rows, rows done by an earlier run and rows of other shards are counted on the way.
         The workers share one iterator: none is inside it while another waits here.
         """
-        claim = self.done.claim
-        add = self._ids.add
         stats = self.stats
         shard = self.shard
         skipped = 0
@@ -198,20 +196,20 @@ class Workers:
                 break
             n, item = found
             stats.rows_seen = n
+            if type(item) is Row and self._ids.add(item.id):
+                # The common case first: a row to send, its id new (a shard's reader yields only its own rows).
+                self.fail_fast.row_read(item.index)
+                return item
             if shard is not None and type(item) is not Row and shard.elsewhere(item, self.done):
                 stats.rows_other_shards += 1
             elif isinstance(item, BadRow):
                 self._bad(item.index, item.where, item.id, item.reason)
+            elif type(item) is Row or not self.done.claim(item.id):
+                # A Row here is one whose id an earlier row has; a DoneRow, one whose done id was claimed already.
+                reason = f"duplicate id {item.id!r}: an earlier row has it; ids must be unique"
+                self._bad(item.index, f"row {item.index}", item.id, reason)
             else:
-                key = item.id
-                if not (claim(key) if isinstance(item, DoneRow) else add(key)):
-                    reason = f"duplicate id {key!r}: an earlier row has it; ids must be unique"
-                    self._bad(item.index, f"row {item.index}", key, reason)
-                elif isinstance(item, DoneRow):
-                    stats.rows_skipped += 1
-                else:
-                    self.fail_fast.row_read(item.index)
-                    return item
+                stats.rows_skipped += 1  # done by an earlier run
             skipped += 1
             if skipped % 512 == 0:
                 await asyncio.sleep(0)  # let requests in flight go on while many rows are skipped

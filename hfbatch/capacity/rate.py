@@ -292,7 +292,7 @@ class RateLimit:
         self._total_accepted += cost
         if self._streak_since is not None and (sent_at is None or sent_at > self._streak_since):
             self._end_episode(now if sent_at is None else sent_at, cost)
-        elif self._streak_since is None:
+        elif self._streak_since is None and self.rate is not None:  # no learned pace: nothing to probe
             self._maybe_probe(now)
 
     def on_rate_limited(self, retry_after: float | None = None, sent_at: float | None = None) -> None:
