@@ -295,7 +295,7 @@ class ProviderPool:
                 defaults.ADAPTIVE_TIMEOUT_MAX,
                 max(defaults.ADAPTIVE_TIMEOUT_MIN, defaults.ADAPTIVE_TIMEOUT_FACTOR * p99),
             )
-        if self.on_event is not None and self._clock() >= self._limits_due:
+        if self.on_event is not None:
             self._watch_limits()
 
     def on_failure(self, lease: Lease, error: APIError, latency: float) -> None:

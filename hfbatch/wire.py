@@ -146,20 +146,11 @@ def parse_completion(raw: bytes, provider: str | None, model: str, *, keep_raw: 
     if not isinstance(message, dict):
         raise MalformedResponseError("reply's choice has no message", provider=provider)
     usage = data.get("usage")
-    prompt_tokens = completion_tokens = None
-    if type(usage) is dict:  # `_tokens`, inline: this runs for every reply
-        prompt_tokens = usage.get("prompt_tokens")
-        if not isinstance(prompt_tokens, int):
-            prompt_tokens = None
-        completion_tokens = usage.get("completion_tokens")
-        if not isinstance(completion_tokens, int):
-            completion_tokens = None
-    content = message.get("content")
     result = ChatResult(
-        text=content if type(content) is str else _text_of(content),
+        text=_text_of(message.get("content")),
         finish_reason=choice.get("finish_reason"),
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
+        prompt_tokens=_tokens(usage, "prompt_tokens"),
+        completion_tokens=_tokens(usage, "completion_tokens"),
         provider=provider,
         model=model,
         reasoning=_reasoning_of(message) if "reasoning_content" in message or "reasoning" in message else None,

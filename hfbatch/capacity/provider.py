@@ -71,11 +71,7 @@ class Slot(Send):
     __slots__ = ("cost", "limit", "paced", "released")
 
     def __init__(self, level: int, limit: int, sent_at: float, cost: float, paced: bool) -> None:
-        # Send's fields set here, not through super().__init__: one call less for every request.
-        self.level = self.seen = level
-        self.sent_at = sent_at
-        self.outcome = Outcome.PENDING
-        self.seq = 0
+        super().__init__(level, sent_at)
         self.limit = limit
         #: Tokens booked against the token pace (an estimate, corrected by `on_success(tokens=...)`).
         self.cost = cost
@@ -235,8 +231,7 @@ class ProviderCapacity:
             self.tokens.on_success(tokens, sent_at=slot.sent_at)
         accepted = self._accepted
         accepted.append((slot.sent_at, slot.level))
-        average = self.concurrency.latency  # `_recent()`, inline: this runs for every success
-        since = now - 2.0 * (RECENT_LATENCIES * average if average is not None else 0.0)
+        since = now - 2.0 * self._recent()
         while accepted and accepted[0][0] < since:
             accepted.popleft()
         if self._streak_since is not None and slot.sent_at > self._streak_since:

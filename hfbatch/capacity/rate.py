@@ -146,8 +146,7 @@ class RateLimit:
     # --- pacing ---------------------------------------------------------------------------------
 
     def _ready_at(self) -> float:
-        rate, maximum = self.rate, self.maximum  # `pace`, inline: this runs for every send
-        pace = maximum if rate is None else rate if maximum is None or rate < maximum else maximum
+        pace = self.pace
         at = max(self.paused_until, self._tat - ((self.burst - 1.0) / pace if pace else 0.0))
         if self._budget is not None and self._out_of_budget(self._clock()):
             refilled = self._budget_until
@@ -251,8 +250,7 @@ class RateLimit:
             sends.popleft()  # never the send just added
         if self._budget is not None:
             self._budget -= cost
-        rate, maximum = self.rate, self.maximum  # `pace`, inline
-        pace = maximum if rate is None else rate if maximum is None or rate < maximum else maximum
+        pace = self.pace
         if self._probing:
             # Half-open: one request per backoff until one is accepted.
             self._probe_at = start + self._backoff()
@@ -292,7 +290,7 @@ class RateLimit:
         self._total_accepted += cost
         if self._streak_since is not None and (sent_at is None or sent_at > self._streak_since):
             self._end_episode(now if sent_at is None else sent_at, cost)
-        elif self._streak_since is None and self.rate is not None:  # no learned pace: nothing to probe
+        elif self._streak_since is None:
             self._maybe_probe(now)
 
     def on_rate_limited(self, retry_after: float | None = None, sent_at: float | None = None) -> None:
