@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 from hfbatch.errors import APIError, ModelNotSupportedError, RateLimitError
-from hfbatch.hedging import Hedger
+from hfbatch.hedging import HedgedRequest
 from hfbatch.retry import Action, RetryPolicy, backoff_delay, decide
 from hfbatch.wire import ChatResult
 
@@ -153,7 +153,7 @@ async def call_with_failover(
     clock: Callable[[], float] = time.monotonic,
     cost: float = 0.0,
     patient: bool = True,
-    hedger: Hedger | None = None,
+    flight: HedgedRequest | None = None,
 ) -> ChatResult:
     """Send on the providers (in route order, by capacity) until one succeeds; the module's rules apply.
 
@@ -162,7 +162,8 @@ async def call_with_failover(
     when `deadline` (a `clock()` time) passes while the row waits for capacity; and, when no
     provider is left, an error of the class of what put the first one out. Not `patient`
     (a one-off request, as the client's `chat`), 429s count against `policy.max_attempts` too.
-    With a `hedger`, a request still in flight late in the run's tail may be answered by a hedge.
+    With a `flight` (the worker's hedging record), a request still in flight late in the run's tail may be
+    answered by a hedge.
     """
     attempts = 0
     transient = 0
@@ -194,9 +195,10 @@ async def call_with_failover(
         provider = lease.provider
         attempts += 1
         started = time.monotonic()
-        # With a hedger, the request is tracked so a hedge may answer for it (hfbatch.hedging).
+        # With a flight, the request is noted so a hedge may answer for it (hfbatch.hedging).
         # Inline rather than a helper coroutine: this runs for every request.
-        flight = None if hedger is None else hedger.track(cast(Any, lease), live, send)  # the pool's lease
+        if flight is not None:
+            flight.begin(cast(Any, lease), live, send)  # the pool's lease
         try:
             try:
                 result = await send(provider)
@@ -207,7 +209,7 @@ async def call_with_failover(
                 won.attempts = attempts + 1  # the hedge counted and answered for the pool
                 return won
             except APIError as exc:
-                rescued = None if hedger is None else await hedger.rescue(flight)
+                rescued = None if flight is None else await flight.rescue()
                 if rescued is None:
                     raise
                 # The first request failed and its hedge answered: the failure is counted, the row is done.
@@ -216,8 +218,8 @@ async def call_with_failover(
                 rescued.attempts = attempts + 1
                 return rescued
             finally:
-                if hedger is not None:
-                    hedger.untrack(flight)
+                if flight is not None:
+                    flight.end()
         except APIError as exc:
             error = exc
             error.attempts = attempts

@@ -8,10 +8,11 @@ other request is cancelled. A hedge that fails is dropped and the first request 
 on; if the first fails while its hedge is in flight, the row waits for the hedge. Hedging
 never fails a row.
 
-Hedging costs nothing per request before the tail: the first request is awaited by
-its own worker, as always, and only registered here (`track`). A winning hedge
-cancels that await; `HedgedRequest.result` tells the worker's cancellation from any
-other (a stop, a deadline) and gives it the hedge's reply.
+Hedging costs next to nothing per request before the tail: the first request is
+awaited by its own worker, as always, and only noted in the worker's one record
+(`HedgedRequest.begin` ... `end`: no object per request). A winning hedge cancels
+that await; `HedgedRequest.result` tells the worker's cancellation from any other
+(a stop, a deadline) and gives it the hedge's reply.
 
 A cancelled request may still be billed by its provider (it was generating): the
 stats count such requests (`cancelled`), and the cost counts only replies received.
@@ -47,29 +48,51 @@ def hedge_delay(p99: float | None, samples: int) -> float | None:
 
 
 class HedgedRequest:
-    """One request in flight, as the hedger sees it: its worker, its providers, its send, and a hedge's reply."""
+    """One worker's request in flight, as the hedger sees it: its providers, its send, and a hedge's reply.
 
-    __slots__ = ("candidates", "failed", "hedge", "lease", "pool", "send", "sent_at", "task", "timer", "won")
+    A worker has one, made by `Hedger.flight` and reused for each of its requests
+    (`begin` ... `end`): nothing is built per request before the tail.
+    """
 
-    def __init__(
-        self,
-        pool: ProviderPool,
-        lease: Lease,
-        candidates: Sequence[str],
-        send: Callable[[str], Awaitable[ChatResult]],
-        sent_at: float,
-    ) -> None:
-        self.pool = pool
-        self.lease = lease
-        self.candidates = candidates
-        self.send = send
-        self.sent_at = sent_at
-        self.task = asyncio.current_task()
+    __slots__ = ("candidates", "failed", "hedge", "hedger", "lease", "send", "sent_at", "task", "timer", "won")
+
+    def __init__(self, hedger: Hedger, task: asyncio.Task[object] | None) -> None:
+        self.hedger = hedger
+        self.task = task
+        self.lease: Lease | None = None
+        self.candidates: Sequence[str] = ()
+        self.send: Callable[[str], Awaitable[ChatResult]] | None = None
+        self.sent_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.hedge: asyncio.Task[None] | None = None
         self.won: ChatResult | None = None
         #: The first request failed while the hedge was in flight: the row waits for the hedge.
         self.failed = False
+
+    def begin(self, lease: Lease, candidates: Sequence[str], send: Callable[[str], Awaitable[ChatResult]]) -> None:
+        """The worker sends a request on `lease`: a hedge may answer for it from now until `end`."""
+        hedger = self.hedger
+        self.lease = lease
+        self.candidates = candidates
+        self.send = send
+        self.sent_at = hedger.clock()
+        hedger.flights.add(self)
+        if hedger.in_tail:
+            hedger.arm(self)
+
+    def end(self) -> None:
+        """The request is done: no hedge for it, and a hedge under way loses."""
+        self.hedger.flights.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        hedge = self.hedge
+        if hedge is not None:
+            if not hedge.done():
+                hedge.cancel()  # the first request answered first (or failed): the hedge loses
+            self.hedge = None
+            self.won = None
+            self.failed = False
 
     def result(self) -> ChatResult | None:
         """Called on a CancelledError around the first request: the hedge's reply if the cancel was the hedge's."""
@@ -78,7 +101,17 @@ class HedgedRequest:
         # Another cancel (a stop) on top of ours still stands: the caller re-raises.
         if self.task.uncancel() > 0:
             return None
-        self.pool.on_cancelled(self.lease)
+        assert self.lease is not None
+        self.hedger.pool.on_cancelled(self.lease)
+        return self.won
+
+    async def rescue(self) -> ChatResult | None:
+        """The first request failed: the reply of its hedge, if one is in flight and answers; else None."""
+        if self.hedge is None:
+            return None
+        self.failed = True
+        if not self.hedge.done():
+            await asyncio.wait({self.hedge})  # a stop cancels us here, and `end` the hedge
         return self.won
 
 
@@ -94,64 +127,44 @@ class Hedger:
     ) -> None:
         self.pool = pool
         self.enabled = enabled
-        self._clock = clock
-        self._flights: set[HedgedRequest] = set()
-        self._tail = False
+        self.clock = clock
+        #: The requests in flight (each worker's record, between its `begin` and `end`).
+        self.flights: set[HedgedRequest] = set()
+        #: True once the input is drained: slow requests are hedged from then on.
+        self.in_tail = False
         self._tasks: asyncio.TaskGroup | None = None
 
     def attach(self, tasks: asyncio.TaskGroup) -> None:
         """Hedges run in the run's task group (a bug in one fails the run, as a worker's would)."""
         self._tasks = tasks
 
-    @property
-    def in_tail(self) -> bool:
-        """True once the input is drained: slow requests are hedged from then on."""
-        return self._tail
+    def flight(self) -> HedgedRequest | None:
+        """The record of the calling task's requests (one per worker); None when hedging is off."""
+        if not self.enabled:
+            return None
+        return HedgedRequest(self, asyncio.current_task())
 
     def begin_tail(self) -> None:
         """The input is drained: arm a hedge timer for every request in flight (idempotent)."""
-        if self._tail or not self.enabled:
+        if self.in_tail or not self.enabled:
             return
-        self._tail = True
-        for flight in self._flights:
-            self._arm(flight)
+        self.in_tail = True
+        for flight in self.flights:
+            self.arm(flight)
 
-    def track(
-        self, lease: Lease, candidates: Sequence[str], send: Callable[[str], Awaitable[ChatResult]]
-    ) -> HedgedRequest | None:
-        """Register the request the current task sends on `lease`; `untrack` it when it is done.
-
-        A pair of calls, not a context manager: this runs for every request of the run.
-        """
-        if not self.enabled:
-            return None
-        flight = HedgedRequest(self.pool, lease, candidates, send, self._clock())
-        self._flights.add(flight)
-        if self._tail:
-            self._arm(flight)
-        return flight
-
-    def untrack(self, flight: HedgedRequest | None) -> None:
-        """The request `track` registered is done: no hedge for it, and a hedge under way loses."""
-        if flight is None:
-            return
-        self._flights.discard(flight)
-        if flight.timer is not None:
-            flight.timer.cancel()
-        if flight.hedge is not None and not flight.hedge.done():
-            flight.hedge.cancel()  # the first request answered first (or failed): the hedge loses
-
-    def _arm(self, flight: HedgedRequest) -> None:
-        provider = flight.lease.provider
-        p99, samples = self.pool.latency_p99(provider)
+    def arm(self, flight: HedgedRequest) -> None:
+        """Time a hedge for `flight` from its provider's p99 (nothing while too few replies say what is slow)."""
+        assert flight.lease is not None
+        p99, samples = self.pool.latency_p99(flight.lease.provider)
         delay = hedge_delay(p99, samples)
         if delay is None or flight.timer is not None:
             return
         loop = asyncio.get_running_loop()
-        flight.timer = loop.call_at(loop.time() + max(0.0, flight.sent_at + delay - self._clock()), self._fire, flight)
+        flight.timer = loop.call_at(loop.time() + max(0.0, flight.sent_at + delay - self.clock()), self._fire, flight)
 
     def _fire(self, flight: HedgedRequest) -> None:
-        if flight not in self._flights or flight.hedge is not None or self._tasks is None:
+        flight.timer = None
+        if flight not in self.flights or flight.hedge is not None or self._tasks is None or flight.lease is None:
             return
         first = flight.lease.provider
         others = [p for p in flight.candidates if p != first]
@@ -162,10 +175,12 @@ class Hedger:
 
     async def _hedge(self, flight: HedgedRequest, lease: Lease) -> None:
         provider = lease.provider
+        send = flight.send
+        assert send is not None
         self.pool.on_hedge(provider)
         started = time.monotonic()
         try:
-            result = await flight.send(provider)
+            result = await send(provider)
         except APIError as exc:
             self.pool.on_failure(lease, exc, time.monotonic() - started)
             return  # the first request goes on; this one changes nothing for the row
@@ -178,17 +193,9 @@ class Hedger:
             self.pool.release(lease)
         result.latency = time.monotonic() - started
         self.pool.on_success(lease, result)
-        if flight in self._flights and flight.task is not None:
+        # Still the same request's hedge (`end` cancels a hedge, and the cancel lands at the await above).
+        if flight in self.flights and flight.task is not None:
             self.pool.on_hedge_won(provider)
             flight.won = result
             if not flight.failed:
                 flight.task.cancel()  # the first request is still in flight: it loses
-
-    async def rescue(self, flight: HedgedRequest | None) -> ChatResult | None:
-        """The first request failed: the reply of its hedge, if one is in flight and answers; else None."""
-        if flight is None or flight.hedge is None:
-            return None
-        flight.failed = True
-        if not flight.hedge.done():
-            await asyncio.wait({flight.hedge})  # a stop cancels us here, and `untrack` the hedge
-        return flight.won

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hfbatch import events
+from hfbatch import events, json_codec
 from hfbatch.budget import Budget
 from hfbatch.errors import (
     ExitCode,
@@ -262,6 +262,7 @@ def _report(
         "stopped_because": message,
         "hfbatch_version": version(),
         "event_loop": running_loop_name(),
+        "json": json_codec.BACKEND,
         "settings": spec.public_settings(),
     }
     data = stats.to_dict(wall_time=time.monotonic() - started, extra=extra, limits=limits)

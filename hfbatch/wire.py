@@ -15,7 +15,7 @@ from hfbatch.errors import (
     MalformedResponseError,
     ServerError,
 )
-from hfbatch.json_codec import compact_encoder, loads_reply
+from hfbatch.json_codec import dumps_body, loads_reply
 from hfbatch.sse import DONE
 
 __all__ = ["ChatResult", "Choice", "StreamState", "check_not_empty", "encode_body", "parse_completion"]
@@ -124,7 +124,7 @@ def parse_completion(raw: bytes, provider: str | None, model: str, *, keep_raw: 
     With `keep_raw`, the parsed body is kept as `raw`.
     """
     try:
-        data = loads_reply(raw)
+        data = loads_reply(raw, exact=keep_raw)  # a body kept whole is read as json reads it
     except RecursionError:
         raise MalformedResponseError("reply is JSON nested too deeply to read", provider=provider) from None
     except ValueError:
@@ -354,16 +354,9 @@ class StreamState:
         return body
 
 
-# Compact and UTF-8: request bodies are built once per attempt, so the encoder is built once.
-_encode_body = compact_encoder((",", ":"))
-
-
 def encode_body(body: dict[str, Any]) -> bytes:
     """The request body as UTF-8 JSON; InputError when the messages cannot be encoded at all."""
     try:
-        text = _encode_body(body)
+        return dumps_body(body)
     except RecursionError:
         raise InputError("the request is nested too deeply to be sent as JSON") from None
-    # A lone UTF-16 surrogate (valid in JSON, not in UTF-8) can only sit inside a JSON string:
-    # backslashreplace writes it as its \\udcXX escape, so the server reads the same string.
-    return text.encode("utf-8", "backslashreplace")

@@ -22,7 +22,7 @@ from hfbatch.errors import (
     UsageError,
 )
 from hfbatch.failfast import FailFast, refused_everywhere
-from hfbatch.hedging import Hedger
+from hfbatch.hedging import HedgedRequest, Hedger
 from hfbatch.idset import IdSet
 from hfbatch.inputs import BadRow, DoneRow, InputReader, Row
 from hfbatch.jobspec import JobSpec
@@ -228,12 +228,13 @@ class Workers:
         self.progress(self.stats)
 
     async def _work(self) -> None:
+        flight = self.hedger.flight()  # this worker's record of its request in flight, for hedges
         while (row := await self._next_row()) is not None:
-            await self._process(row)
+            await self._process(row, flight)
         # No row left for this worker: the run's tail, where slow requests get hedged.
         self.hedger.begin_tail()
 
-    async def _process(self, row: Row) -> None:
+    async def _process(self, row: Row, flight: HedgedRequest | None) -> None:
         try:
             if row.images:
                 messages = await self.api.prepare_messages(
@@ -268,7 +269,7 @@ class Workers:
                 sleep=self.pool.sleep,
                 deadline=deadline,
                 cost=cost,
-                hedger=self.hedger,
+                flight=flight,
             )
         except AuthenticationError:
             raise

@@ -15,6 +15,7 @@ stats (`<output>.stats.json`, `hfbatch.stats.RunStats.to_dict` plus what the run
 
     {"model": str, "provider_order": [str], "input": str, "output": str,
      "exit_code": int, "stopped_because": str | null, "hfbatch_version": str, "event_loop": str,
+     "json": str,                           # "orjson" or "json": which library read replies and wrote bodies
      "settings": {name: value},             # secrets are hidden by name, tokens masked by shape
      "wall_time_s": float, "rows_per_second": float,
      "rows": {"seen", "done", "failed", "bad_input", "skipped_already_done": int},
