@@ -12,7 +12,7 @@ in its own process, and for each scenario runs each client in its own process ov
   bare     aiohttp + a bound of `concurrency` workers, JSONL in, JSONL out: the ceiling for a Python client
   bare_uv  the same loop on uvloop's event loop (needs uvloop: the fast extra, in dev and bench)
   hfbatch  `python -m hfbatch run --input ... --output ... --providers local --api-base ...` end to end,
-           on uvloop when it is installed (its stats say which loop; the table's note too)
+           on uvloop and with orjson when installed (its stats say which loop and JSON library; the note too)
   hf_hub   huggingface_hub's AsyncInferenceClient(base_url=...).chat_completion, same bound
   openai   openai's AsyncOpenAI(base_url=..., max_retries=0).chat.completions.create, same bound
 
@@ -137,6 +137,7 @@ def measure(name: str, scenario: Scenario, inp: Path, rows: int, workdir: Path, 
             result["loop_rows_per_s"] = stats.get("rows_per_second")
             result["stats_rows_done"] = stats["rows"]["done"]
             result["event_loop"] = stats.get("event_loop")
+            result["json"] = stats.get("json")
         else:
             result["stats_rows_done"] = None
     else:
@@ -261,6 +262,8 @@ def format_scenario(block: dict[str, Any]) -> str:
         notes = []
         if r.get("event_loop"):
             notes.append(f"on {r['event_loop']}")
+        if r.get("json"):
+            notes.append(f"JSON by {r['json']}")
         if r["server_cpu_share"] > SERVER_BUSY_LIMIT:
             notes.append("SERVER SATURATED: figures are the server's limit")
         if little:

@@ -151,6 +151,23 @@ async def test_stopped_run_resumes_without_resending_done_rows(sim: SimServer, t
     assert json.loads(spec.stats_path.read_text())["rows"]["skipped_already_done"] == done_first
 
 
+async def test_an_output_in_the_spaced_layout_of_earlier_versions_resumes(sim: SimServer, tmp_path: Path) -> None:
+    """Records written `{"id": ...}` (json.dumps's spacing, as earlier versions did) count as done; new are compact."""
+    rows = prompts(40)
+    spec = spec_for(sim, tmp_path, write_jsonl(tmp_path / "in.jsonl", rows))
+    await run_job(spec)
+    lines = spec.output.read_text().splitlines()
+    assert all(line.startswith('{"id":"') for line in lines)
+    # The first 25 records as an earlier version wrote them; the rest lost (a stop).
+    spec.output.write_text("".join(json.dumps(json.loads(line)) + "\n" for line in lines[:25]))
+    sent = sum(c["requests"] for c in sim.counts().values())
+    report = await run_job(spec)
+    assert report.exit_code is ExitCode.OK
+    assert sum(c["requests"] for c in sim.counts().values()) - sent == 15  # only the rows the old records lack
+    out = read_output(spec.output)
+    assert Counter(r["id"] for r in out) == Counter(r["id"] for r in rows)
+
+
 async def test_torn_last_line_is_cut_and_its_row_redone(sim: SimServer, tmp_path: Path) -> None:
     """A half-written last record (a crash mid-write) is removed and that row is sent again."""
     rows = prompts(20)

@@ -42,13 +42,14 @@ class IdScanner:
     """How a format's journal line names its row id: under `key`, right after what `lead` matches.
 
     `lead` is a regex for the bytes from the start of a line up to the id's value (for
-    hfbatch's own records, `{"id": `). Blocks whose every line matches it with a plain
-    string or integer id are read by one regex at C speed (a resume over a million done
-    rows reads its output in about a second); any other line is parsed as JSON.
+    hfbatch's own records `{"id":`, or `{"id": ` as earlier versions wrote them). Blocks
+    whose every line matches it with a plain string or integer id are read by one regex at
+    C speed (a resume over a million done rows reads its output in about a second); any
+    other line is parsed as JSON.
     """
 
     key: str = "id"
-    lead: bytes = rb'\{"id": '
+    lead: bytes = rb'\{"id": ?'
     _strings: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
     _ints: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
 

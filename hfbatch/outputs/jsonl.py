@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from hfbatch.json_codec import dumps_record
 from hfbatch.outputs.journal import IdScanner, dumps
 
 __all__ = ["JournalFormat"]
@@ -46,8 +47,8 @@ class JournalFormat:
         return output
 
     def encode(self, record: dict[str, Any]) -> str:
-        """One result record as a journal line, without its newline."""
-        return dumps(record)
+        """One result record as a journal line (compact JSON), without its newline."""
+        return dumps_record(record)
 
     def encode_error(self, record: dict[str, Any]) -> str:
         """One failed row as a line of the errors file, without its newline."""
