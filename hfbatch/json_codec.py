@@ -102,11 +102,18 @@ _record_encoder = compact_encoder((",", ":"), default=str)
 _RECORD_OPTIONS = 0 if orjson is None else orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
+def _as_text(value: Any) -> str:
+    """orjson's `default` for records: str() as json's default=str, but a float subclass (numpy's) is json's number."""
+    if isinstance(value, float):
+        raise TypeError("a float subclass: json writes it")
+    return str(value)
+
+
 def dumps_record(value: Any) -> str:
     """Compact JSON of a result record, `str()` of what JSON has no type for (a date, a decimal)."""
     if orjson is not None:
         try:
-            return orjson.dumps(value, default=str, option=_RECORD_OPTIONS).decode()
+            return orjson.dumps(value, default=_as_text, option=_RECORD_OPTIONS).decode()
         except TypeError:  # orjson.JSONEncodeError: a lone surrogate, a huge int, deep nesting, a non-str key
             pass
     return _record_encoder(value)

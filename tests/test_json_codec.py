@@ -119,11 +119,16 @@ def _has_float(value: Any) -> bool:
     return False
 
 
+class _Float(float):
+    """A float subclass, as numpy's float64 is."""
+
+
 def test_a_record_s_dates_and_decimals_are_their_text_and_nan_is_null_with_orjson(backend: str) -> None:
-    """Kept columns JSON has no type for are written as str() writes them; NaN is null by orjson (json_codec)."""
+    """Kept dates and decimals are their str(), a float subclass a number; NaN is null by orjson (json_codec)."""
     when = datetime.datetime(2026, 11, 29, 8, 30)
     line = dumps_record({"id": "r", "at": when, "d": decimal.Decimal("1.50"), "day": when.date()})
     assert line == '{"id":"r","at":"2026-11-29 08:30:00","d":"1.50","day":"2026-11-29"}'
+    assert dumps_record({"id": "r", "f": _Float(1.5)}) == '{"id":"r","f":1.5}'  # numpy's float64 is one
     nan = dumps_record({"id": "r", "x": float("nan")})
     assert nan == ('{"id":"r","x":null}' if backend == "orjson" else '{"id":"r","x":NaN}')
 
