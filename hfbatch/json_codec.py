@@ -6,7 +6,7 @@ that is some 150 bytecodes of Python each time. `compact_encoder` builds the C e
 once (where this Python has it, and only if it encodes a probe exactly as the stdlib
 does; else the stdlib's `encode` is used); `loads_text` calls the C scanner at once;
 `loads_reply` decodes UTF-8 directly, which is what RFC 8259 requires of JSON between
-systems (any other encoding goes the stdlib's way). All accept and reject what `json`
+systems (any other encoding goes the stdlib's way). These accept and reject what `json`
 does, with one difference: the encoder does not look for reference cycles, so a cyclic
 value raises RecursionError, not ValueError (what is encoded here was read from JSON,
 or built from it).

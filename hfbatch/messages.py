@@ -32,7 +32,10 @@ def _content_length(content: Any) -> int:
 
 def calculate_length(messages: Iterable[Message]) -> int:
     """A prompt's size as hfbatch measures it for trimming: characters of content plus 16 per message."""
-    return sum(_content_length(m.get("content")) + defaults.MESSAGE_OVERHEAD for m in messages)
+    total = 0
+    for m in messages:  # a loop, not sum() over a generator: this runs for every row
+        total += _content_length(m.get("content")) + defaults.MESSAGE_OVERHEAD
+    return total
 
 
 def trim_messages(messages: Sequence[Message], max_input_length: int) -> list[Message]:
@@ -45,11 +48,6 @@ def trim_messages(messages: Sequence[Message], max_input_length: int) -> list[Me
     over budget only when the other system messages alone leave no room; the last message's text
     is then empty. Returns a new list; the caller's list and messages are left as they were.
     """
-    if len(messages) == 1:
-        # Most rows are one prompt that fits: no sum over the messages for them.
-        content = messages[0].get("content")
-        if type(content) is str and len(content) + defaults.MESSAGE_OVERHEAD <= max_input_length:
-            return [messages[0]]
     total = calculate_length(messages)
     if total <= max_input_length or not messages:
         return list(messages)
